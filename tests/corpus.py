@@ -1,0 +1,50 @@
+"""KubeRay's own sample manifests (../shared/corpus/kuberay), the real inputs the product must handle."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("KARTA_CORPUS", ROOT.parent / "shared" / "corpus" / "kuberay"))
+RAY_KINDS = frozenset({"RayService", "RayCluster", "RayJob"})
+# Ray objects in the corpus (82 sample files hold 82 Ray objects; SOURCE.md there lists them).
+EXPECTED_RAY_OBJECTS = 82
+
+
+def corpus_available() -> bool:
+    return (CORPUS / "crd").is_dir()
+
+
+requires_corpus = pytest.mark.skipif(
+    not corpus_available(), reason=f"KubeRay corpus not found at {CORPUS} (../shared is absent)"
+)
+
+
+def sample_files() -> list[Path]:
+    if not corpus_available():
+        return []
+    return sorted(p for p in CORPUS.rglob("*.yaml") if "crd" not in p.relative_to(CORPUS).parts)
+
+
+def ray_objects() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file relative to the corpus, object) for every RayService, RayCluster and RayJob."""
+    for path in sample_files():
+        with path.open() as handle:
+            for document in yaml.safe_load_all(handle):
+                if isinstance(document, dict) and document.get("apiVersion") == "ray.io/v1" \
+                        and document.get("kind") in RAY_KINDS:
+                    yield str(path.relative_to(CORPUS)), document
+
+
+def ray_object_params() -> list[Any]:
+    """pytest params, one per corpus object, with a readable id; a single skipped param without the corpus."""
+    objects = list(ray_objects())
+    if not objects:
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"KubeRay corpus not found at {CORPUS}"))]
+    return [pytest.param(f, o, id=f"{f}:{o['metadata']['name']}") for f, o in objects]

@@ -1,0 +1,150 @@
+"""The `karta-admission` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from webhook import __version__
+from webhook.config import Config, ConfigError, Mode, load_config
+from webhook.karta.definitions import DefinitionError
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits with 2 too; this only adds the hint to the help.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nTry '{self.prog} --help'.\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", help="configuration file (docs/configuration.md)")
+    parser.add_argument(
+        "--definitions",
+        type=Path,
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="directory of extra Karta definitions; replaces the built-in one for the same root kind "
+        "(repeatable)",
+    )
+    parser.add_argument("--mode", choices=[m.value for m in Mode], help="override the configured mode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="karta-admission",
+        description="Admission webhook enforcing Karta-derived policy and gang scheduling on KubeRay workloads.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    serve = commands.add_parser("serve", help="serve the webhook over TLS (gunicorn)")
+    serve.add_argument("--bind", default="127.0.0.1:8443", metavar="HOST:PORT", help="default: %(default)s")
+    serve.add_argument("--certfile", type=Path, metavar="FILE", help="serving certificate (PEM)")
+    serve.add_argument("--keyfile", type=Path, metavar="FILE", help="private key of the certificate (PEM)")
+    serve.add_argument("--workers", type=int, default=2, metavar="N", help="gunicorn worker processes (%(default)s)")
+    serve.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (%(default)s)")
+    serve.add_argument(
+        "--no-cluster",
+        action="store_true",
+        help="do not talk to a Kubernetes API (no Karta watch, owner cache or certificate management)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _common(serve)
+
+    check = commands.add_parser(
+        "check",
+        help="check manifests offline; exit 0 if nothing would be denied, 1 if something would, 2 on errors",
+        description="Check Kubernetes manifests against the policy, as the webhook would at admission. "
+        "CRD defaults are applied first, as the API server does. Documents of kinds no definition covers "
+        "are skipped. Exit status: 0 nothing would be denied, 1 something would be denied, 2 usage or "
+        "read errors.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON files, several documents each; - reads stdin")
+    check.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    check.add_argument("-v", "--verbose", action="store_true", help="also list the skipped documents")
+    check.add_argument(
+        "--crd",
+        type=Path,
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="CRD whose schema defaults to apply (KubeRay's are built in; repeatable)",
+    )
+    _common(check)
+
+    audit = commands.add_parser(
+        "audit",
+        help="check the Ray objects already in a cluster; exit codes as for check",
+        description="List the objects of every kind with a definition in the cluster and check them. "
+        "Finds what was admitted before the webhook existed.",
+    )
+    audit.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    audit.add_argument("-n", "--namespace", action="append", default=[], metavar="NS", help="only these (repeatable)")
+    audit.add_argument("--policy-reports", action="store_true", help="write wgpolicyk8s.io PolicyReports")
+    audit.add_argument("--kubeconfig", type=Path, metavar="FILE", help="default: in-cluster, then ~/.kube/config")
+    audit.add_argument("--context", metavar="NAME", help="kubeconfig context")
+    _common(audit)
+
+    certs = commands.add_parser("certs", help="make a CA and a serving certificate for development or tests")
+    certs.add_argument("--out", type=Path, required=True, metavar="DIR")
+    certs.add_argument("--dns", action="append", default=[], metavar="NAME", required=True, help="DNS SAN (repeatable)")
+    certs.add_argument("--ip", action="append", default=[], metavar="ADDR", help="IP SAN (repeatable)")
+    certs.add_argument("--days", type=int, default=365, metavar="N", help="validity (%(default)s days)")
+
+    commands.add_parser("rules", help="list the policy rules with their ids and default severities")
+
+    definitions = commands.add_parser("definitions", help="validate and list the Karta definitions in force")
+    definitions.add_argument("files", nargs="*", metavar="FILE", help="validate these Karta files instead")
+    _common(definitions)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    return config.with_overrides(mode=args.mode, definition_directories=list(args.definitions))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from webhook.server.run import serve_command
+
+            return serve_command(args, _config(args))
+        if args.command == "check":
+            from webhook.check import check_command
+
+            return check_command(args, _config(args))
+        if args.command == "audit":
+            from webhook.cluster.audit import audit_command
+
+            return audit_command(args, _config(args))
+        if args.command == "certs":
+            from webhook.certs import run_certs_command
+
+            return run_certs_command(args.out, list(args.dns), list(args.ip), args.days)
+        if args.command == "rules":
+            from webhook.check import rules_command
+
+            return rules_command()
+        if args.command == "definitions":
+            from webhook.check import definitions_command
+
+            return definitions_command(args, _config(args))
+    except (ConfigError, DefinitionError) as exc:
+        print(f"karta-admission: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

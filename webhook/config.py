@@ -1,0 +1,136 @@
+"""The configuration file: read, checked against its schema, turned into typed settings."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from webhook.karta.definitions import schema_problems
+from webhook.policy.engine import RULES
+from webhook.policy.model import (
+    DEFAULT_GPU_NODE_LABEL_KEYS,
+    DEFAULT_GPU_PATTERNS,
+    DEFAULT_GPU_TAINT_KEYS,
+    GpuSettings,
+    PolicySettings,
+    Severity,
+)
+
+NAMESPACE_MODE_LABEL = "karta-admission.io/mode"
+
+
+class Mode(enum.StrEnum):
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+    OFF = "off"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file, the key and the reason."""
+
+
+@dataclass(frozen=True)
+class GangSettings:
+    scheduler: str = "coscheduling"
+    custom_labels: Mapping[str, str] = field(default_factory=dict)
+    custom_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    watch_kartas: bool = True
+    owner_cache: bool = True
+    audit_interval_seconds: int = 0
+    policy_reports: bool = False
+    audit_namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: Mode = Mode.ENFORCE
+    failure_policy: str = "Fail"
+    namespace_mode_label: str = NAMESPACE_MODE_LABEL
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    gang: GangSettings = field(default_factory=GangSettings)
+    definition_directories: tuple[Path, ...] = ()
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    self_managed_certificates: Mapping[str, Any] | None = None
+    source: str = "built-in defaults"
+
+    def with_overrides(self, *, mode: str | None = None, definition_directories: list[Path] | None = None) -> Config:
+        """Command-line flags win over the file."""
+        updated = self
+        if mode is not None:
+            updated = replace(updated, mode=Mode(mode))
+        if definition_directories:
+            updated = replace(updated, definition_directories=(*updated.definition_directories, *definition_directories))
+        return updated
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    return parse_config(raw if raw is not None else {}, str(path))
+
+
+def parse_config(raw: Any, source: str) -> Config:
+    problems = schema_problems("config.schema.json", raw)
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration:\n  - " + "\n  - ".join(problems))
+    severities: dict[str, Severity] = {}
+    for rule_id, severity in (raw.get("rules") or {}).items():
+        if rule_id not in RULES:
+            raise ConfigError(
+                f"{source}: rules.{rule_id}: no such rule; known rules: {', '.join(sorted(RULES))}"
+            )
+        severities[rule_id] = Severity(severity)
+    gpu_raw = raw.get("gpu") or {}
+    patterns = []
+    for index, pattern in enumerate(gpu_raw.get("resourcePatterns") or DEFAULT_GPU_PATTERNS):
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as exc:
+            raise ConfigError(f"{source}: gpu.resourcePatterns[{index}]: {pattern!r} is not a regular expression: {exc}") from exc
+    gpu = GpuSettings(
+        resource_patterns=tuple(patterns),
+        taint_keys=tuple(gpu_raw.get("taintKeys", DEFAULT_GPU_TAINT_KEYS)),
+        node_label_keys=tuple(gpu_raw.get("nodeLabelKeys", DEFAULT_GPU_NODE_LABEL_KEYS)),
+    )
+    gang_raw = raw.get("gang") or {}
+    custom = gang_raw.get("custom") or {}
+    gang = GangSettings(
+        scheduler=gang_raw.get("scheduler", "coscheduling"),
+        custom_labels=dict(custom.get("labels") or {}),
+        custom_annotations=dict(custom.get("annotations") or {}),
+    )
+    if gang.scheduler == "custom" and not (gang.custom_labels or gang.custom_annotations):
+        raise ConfigError(f"{source}: gang.custom: scheduler 'custom' needs at least one label or annotation")
+    cluster_raw = raw.get("cluster") or {}
+    cluster = ClusterSettings(
+        watch_kartas=cluster_raw.get("watchKartas", True),
+        owner_cache=cluster_raw.get("ownerCache", True),
+        audit_interval_seconds=cluster_raw.get("auditIntervalSeconds", 0),
+        policy_reports=cluster_raw.get("policyReports", False),
+        audit_namespaces=tuple(cluster_raw.get("auditNamespaces") or ()),
+    )
+    return Config(
+        mode=Mode(raw.get("mode", "enforce")),
+        failure_policy=raw.get("failurePolicy", "Fail"),
+        namespace_mode_label=raw.get("namespaceModeLabel", NAMESPACE_MODE_LABEL),
+        policy=PolicySettings(severities=severities, gpu=gpu),
+        gang=gang,
+        definition_directories=tuple(Path(d) for d in (raw.get("definitions") or {}).get("directories") or ()),
+        cluster=cluster,
+        self_managed_certificates=(raw.get("certificates") or {}).get("selfManaged"),
+        source=source,
+    )

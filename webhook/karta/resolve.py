@@ -1,0 +1,395 @@
+"""Resolve a workload object through its Karta definition into components and instances.
+
+Reproduces Karta's extraction semantics (reference/karta.md §2.2): every output of a path counts;
+paths of a multi-instance component are zipped with the instance ids by position and a count
+mismatch is an error; scale lists are padded to the longest of the three; null and numbers convert as
+Go's JSON decoding would. On top of Karta, each value keeps where in the object it came from, so that
+a rule can point at `spec.workerGroupSpecs[1].replicas`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.karta import jqengine
+from webhook.karta.jqengine import ConversionError, PathBatch, PathOutcome
+from webhook.karta.model import GVK, Component, KartaDefinition
+
+PathParts = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Scale:
+    replicas: int | None
+    min_replicas: int | None
+    max_replicas: int | None
+
+    @property
+    def effective_min(self) -> int:
+        """Karta's gang contribution: minReplicas when positive, else replicas when positive, else 0."""
+        if self.min_replicas is not None and self.min_replicas > 0:
+            return self.min_replicas
+        if self.replicas is not None and self.replicas > 0:
+            return self.replicas
+        return 0
+
+
+@dataclass(frozen=True)
+class PodView:
+    """The pod definition of one instance: spec and metadata, and where the spec sits in the object."""
+
+    spec: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+    spec_location: PathParts | None
+
+
+@dataclass(frozen=True)
+class Instance:
+    component: str
+    id: str  # "" for a component without instanceIdPath
+    index: int
+    location: PathParts | None  # the instance's own place in the object, e.g. spec.workerGroupSpecs[1]
+    id_location: PathParts | None  # where the id came from, e.g. spec.workerGroupSpecs[1].groupName
+    scale: Scale | None
+    scale_locations: Mapping[str, PathParts]  # "replicas"/"minReplicas"/"maxReplicas" -> field location
+    pods_per_replica: int | None
+    pod: PodView | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.component} {self.id!r}" if self.id else self.component
+
+    def field_location(self, scale_field: str) -> PathParts | None:
+        """Where a scale value came from, or failing that the instance itself."""
+        return self.scale_locations.get(scale_field, self.location)
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    component: Component
+    instances: tuple[Instance, ...]
+    errors: tuple[str, ...] = ()
+    duplicate_ids: tuple[str, ...] = ()
+
+    def by_id(self) -> dict[str, Instance]:
+        """Instances keyed by id; duplicates collapse, the last one wins (Karta stores them in a map)."""
+        return {i.id: i for i in self.instances}
+
+
+@dataclass(frozen=True)
+class ResolvedWorkload:
+    definition: KartaDefinition
+    obj: Mapping[str, Any]
+    components: Mapping[str, ResolvedComponent]
+    autoscaling: bool
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        meta = self.obj.get("metadata") or {}
+        return str(meta.get("name") or meta.get("generateName") or "")
+
+    @property
+    def namespace(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("namespace") or "")
+
+    def all_errors(self) -> list[str]:
+        out = list(self.errors)
+        for rc in self.components.values():
+            out.extend(f"component '{rc.component.name}': {e}" for e in rc.errors)
+        return out
+
+    def instances(self) -> list[Instance]:
+        return [i for rc in self.components.values() for i in rc.instances]
+
+    def subtree_scale(self, component_name: str, instance_id: str | None = None) -> int:
+        """Karta's CalculateSubtreeScale: the gang size (minMember) of a component's subtree."""
+        definition = self.definition
+        if not definition.has_scale_definition:
+            return self._leaf_count(component_name)
+        own = 0
+        resolved = self.components.get(component_name)
+        if resolved is not None and resolved.component.scale is not None:
+            instances = resolved.by_id()
+            chosen = [instances[instance_id]] if instance_id is not None and instance_id in instances else (
+                list(instances.values()) if instance_id is None else []
+            )
+            own = sum(i.scale.effective_min for i in chosen if i.scale is not None)
+        children = definition.children_of(component_name)
+        if not children:
+            return own
+        kids = sum(self.subtree_scale(child.name) for child in children)
+        if kids == 0:
+            return own
+        if own == 0:
+            return kids
+        return own * kids
+
+    def _leaf_count(self, component_name: str) -> int:
+        component = self.definition.component(component_name)
+        count = 0
+        if component.has_pod_definition:
+            resolved = self.components.get(component_name)
+            count += len(resolved.by_id()) if component.instance_id_path and resolved else 1
+        for child in self.definition.children_of(component_name):
+            count += self._leaf_count(child.name)
+        return count
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a component's path sits in the batch."""
+
+    component: str
+    role: str
+    index: int
+
+
+class WorkloadResolver:
+    """All workload-side paths of one definition, compiled once, evaluated in one pass per object."""
+
+    def __init__(self, definition: KartaDefinition) -> None:
+        self.definition = definition
+        expressions: list[str] = []
+        self._slots: dict[tuple[str, str], int] = {}
+
+        def add(component: str, role: str, expression: str | None) -> None:
+            if expression:
+                self._slots[(component, role)] = len(expressions)
+                expressions.append(expression)
+
+        for c in definition.components:
+            add(c.name, "id", c.instance_id_path)
+            if c.spec is not None:
+                add(c.name, "template", c.spec.pod_template_spec_path)
+                add(c.name, "podSpec", c.spec.pod_spec_path)
+                add(c.name, "metadata", c.spec.metadata_path)
+                for fragment, path in c.spec.fragments.items():
+                    add(c.name, f"fragment:{fragment}", path)
+            if c.scale is not None:
+                for scale_field, path in c.scale.paths().items():
+                    add(c.name, scale_field, path)
+            add(c.name, "podsPerReplica", definition.hints.for_component(c.name).pods_per_replica_path)
+        add("", "autoscaling", definition.hints.autoscaling_path)
+        self._batch = PathBatch(expressions)
+
+    def resolve(self, obj: Mapping[str, Any]) -> ResolvedWorkload:
+        return self.resolve_json(obj, jqengine.document_json(obj))
+
+    def resolve_json(self, obj: Mapping[str, Any], document_text: str) -> ResolvedWorkload:
+        """Resolve an object whose sorted-key JSON text the caller already has."""
+        errors: list[str] = []
+        kind = GVK.of(obj)
+        if kind != self.definition.root_kind:
+            errors.append(f"object kind {kind} does not match the definition's root kind {self.definition.root_kind}")
+        outcomes = self._batch.run_json(obj, document_text)
+
+        def outcome(component: str, role: str) -> PathOutcome | None:
+            index = self._slots.get((component, role))
+            return outcomes[index] if index is not None else None
+
+        components = {c.name: _resolve_component(c, outcome) for c in self.definition.components}
+        autoscaling = False
+        auto = outcome("", "autoscaling")
+        if auto is not None:
+            if auto.error:
+                errors.append(f"policy hint autoscalingPath: {auto.error}")
+            else:
+                autoscaling = bool(auto.values) and auto.values[0] not in (None, False)
+        return ResolvedWorkload(self.definition, obj, components, autoscaling, tuple(errors))
+
+
+def _resolve_component(c: Component, outcome: Any) -> ResolvedComponent:
+    errors: list[str] = []
+    ids: list[str]
+    id_locations: Sequence[PathParts | None]
+    multi = bool(c.instance_id_path)
+    if multi:
+        id_outcome: PathOutcome = outcome(c.name, "id")
+        if id_outcome.error:
+            return ResolvedComponent(c, (), (f"instanceIdPath: {id_outcome.error}",))
+        try:
+            ids = [jqengine.to_string(v) for v in id_outcome.values]
+        except ConversionError as exc:
+            return ResolvedComponent(c, (), (f"instanceIdPath: {exc}",))
+        if any(i == "" for i in ids):
+            return ResolvedComponent(c, (), ("instance id path contained empty string values",))
+        id_locations = id_outcome.locations or [None] * len(ids)
+    else:
+        ids = [""]
+        id_locations = [None]
+    count = len(ids)
+
+    def aligned(role: str, label: str) -> tuple[list[Any], list[PathParts | None]] | None:
+        result: PathOutcome | None = outcome(c.name, role)
+        if result is None:
+            return None
+        if result.error:
+            errors.append(f"{label}: {result.error}")
+            return None
+        if len(result.values) != count:
+            errors.append(f"{label}: instance ids count ({count}) does not match results count ({len(result.values)})")
+            return None
+        locations: list[PathParts | None] = list(result.locations) if result.locations else [None] * count
+        return list(result.values), locations
+
+    pods = _pod_views(c, count, aligned)
+    scales, scale_locations = _scales(c, count, outcome, errors)
+    pods_per_replica: list[int | None] = [None] * count
+    ppr = aligned("podsPerReplica", "policy hint podsPerReplicaPath")
+    if ppr is not None:
+        try:
+            pods_per_replica = [jqengine.to_int32(v) for v in ppr[0]]
+        except ConversionError as exc:
+            errors.append(f"policy hint podsPerReplicaPath: {exc}")
+
+    instances = []
+    for index, instance_id in enumerate(ids):
+        pod = pods[index]
+        location = _instance_location(id_locations[index], pod.spec_location if pod else None, multi)
+        instances.append(
+            Instance(
+                component=c.name,
+                id=instance_id,
+                index=index,
+                location=location,
+                id_location=id_locations[index],
+                scale=scales[index],
+                scale_locations=scale_locations[index],
+                pods_per_replica=pods_per_replica[index],
+                pod=pod,
+            )
+        )
+    seen: set[str] = set()
+    duplicates = []
+    for instance_id in ids:
+        if instance_id in seen and instance_id not in duplicates:
+            duplicates.append(instance_id)
+        seen.add(instance_id)
+    return ResolvedComponent(c, tuple(instances), tuple(errors), tuple(duplicates))
+
+
+def _pod_views(c: Component, count: int, aligned: Any) -> list[PodView | None]:
+    views: list[PodView | None] = [None] * count
+    if c.spec is None:
+        return views
+    if c.spec.pod_template_spec_path:
+        got = aligned("template", "podTemplateSpecPath")
+        if got is not None:
+            for i, (template, location) in enumerate(zip(*got, strict=True)):
+                if isinstance(template, Mapping):
+                    spec = template.get("spec")
+                    views[i] = PodView(
+                        spec=spec if isinstance(spec, Mapping) else None,
+                        metadata=template.get("metadata") if isinstance(template.get("metadata"), Mapping) else None,
+                        spec_location=(*location, "spec") if location is not None else None,
+                    )
+        return views
+    if c.spec.pod_spec_path:
+        got = aligned("podSpec", "podSpecPath")
+        metadata = aligned("metadata", "metadataPath") if c.spec.metadata_path else None
+        if got is not None:
+            for i, (spec, location) in enumerate(zip(*got, strict=True)):
+                meta = metadata[0][i] if metadata is not None else None
+                views[i] = PodView(
+                    spec=spec if isinstance(spec, Mapping) else None,
+                    metadata=meta if isinstance(meta, Mapping) else None,
+                    spec_location=location,
+                )
+        return views
+    # Fragmented definitions: assemble what the fragments give into a pod-spec-shaped view.
+    fragments: dict[str, tuple[list[Any], list[PathParts | None]]] = {}
+    for fragment in c.spec.fragments:
+        got = aligned(f"fragment:{fragment}", f"fragmentedPodSpecDefinition.{fragment}")
+        if got is not None:
+            fragments[fragment] = got
+    for i in range(count):
+        spec: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+        if "containersPath" in fragments:
+            spec["containers"] = fragments["containersPath"][0][i]
+        elif "containerPath" in fragments:
+            spec["containers"] = [fragments["containerPath"][0][i]]
+        elif "resourcesPath" in fragments:
+            spec["containers"] = [{"name": "", "resources": fragments["resourcesPath"][0][i]}]
+        if "schedulerNamePath" in fragments:
+            spec["schedulerName"] = fragments["schedulerNamePath"][0][i]
+        if "priorityClassNamePath" in fragments:
+            spec["priorityClassName"] = fragments["priorityClassNamePath"][0][i]
+        affinity = {}
+        if "nodeAffinityPath" in fragments:
+            affinity["nodeAffinity"] = fragments["nodeAffinityPath"][0][i]
+        if "podAffinityPath" in fragments:
+            affinity["podAffinity"] = fragments["podAffinityPath"][0][i]
+        if affinity:
+            spec["affinity"] = affinity
+        if "labelsPath" in fragments:
+            metadata["labels"] = fragments["labelsPath"][0][i]
+        if "annotationsPath" in fragments:
+            metadata["annotations"] = fragments["annotationsPath"][0][i]
+        views[i] = PodView(spec=spec or None, metadata=metadata or None, spec_location=None)
+    return views
+
+
+def _scales(
+    c: Component, count: int, outcome: Any, errors: list[str]
+) -> tuple[list[Scale | None], list[dict[str, PathParts]]]:
+    scales: list[Scale | None] = [None] * count
+    locations: list[dict[str, PathParts]] = [{} for _ in range(count)]
+    if c.scale is None or not c.scale.paths():
+        return scales, locations
+    lists: dict[str, list[int | None]] = {}
+    failed = False
+    for scale_field in c.scale.paths():
+        result: PathOutcome = outcome(c.name, scale_field)
+        if result.error:
+            errors.append(f"{scale_field}Path: {result.error}")
+            failed = True
+            continue
+        try:
+            lists[scale_field] = [jqengine.to_int32(v) for v in result.values]
+        except ConversionError as exc:
+            errors.append(f"{scale_field}Path: {exc}")
+            failed = True
+            continue
+        if result.locations is not None:
+            for i, location in enumerate(result.locations[:count]):
+                locations[i][scale_field] = location
+    if failed:
+        return scales, locations
+    longest = max(len(v) for v in lists.values())
+    if longest != count:
+        errors.append(f"scaleDefinition: instance ids count ({count}) does not match results count ({longest})")
+        return [None] * count, [{} for _ in range(count)]
+
+    def at(name: str, i: int) -> int | None:
+        values = lists.get(name, [])
+        return values[i] if i < len(values) else None
+
+    for i in range(count):
+        scales[i] = Scale(at("replicas", i), at("minReplicas", i), at("maxReplicas", i))
+    return scales, locations
+
+
+def _instance_location(
+    id_location: PathParts | None, spec_location: PathParts | None, multi: bool
+) -> PathParts | None:
+    """The instance's place: the common parent of its id field and its pod template."""
+    if not multi:
+        return None
+    if id_location is not None and spec_location is not None:
+        common: list[str | int] = []
+        for a, b in zip(id_location, spec_location, strict=False):
+            if a != b:
+                break
+            common.append(a)
+        return tuple(common)
+    if id_location is not None:
+        return id_location[:-1]
+    return None

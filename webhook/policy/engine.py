@@ -1,0 +1,62 @@
+"""Run the policy rules over a resolved workload."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from webhook.karta.resolve import ResolvedWorkload
+from webhook.policy import gpu, kuberay, scale  # noqa: F401  (importing registers the rules)
+from webhook.policy.model import RULES, PolicySettings, Severity, Violation, where
+
+
+def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Violation]:
+    """Every violation of every enabled rule, in rule registration order."""
+    violations: list[Violation] = []
+    root_group = workload.definition.root_kind.group
+    for rule in RULES.values():
+        if rule.api_group is not None and rule.api_group != root_group:
+            continue
+        severity = settings.severity(rule)
+        if severity is Severity.OFF:
+            continue
+        for finding in rule.check(workload, settings):
+            effective = severity
+            if finding.at_most is Severity.WARN and severity is Severity.DENY:
+                effective = Severity.WARN
+            violations.append(
+                Violation(rule.id, effective, where(finding.location), finding.message, finding.value, finding.excess)
+            )
+    return violations
+
+
+def demote_existing(new: Iterable[Violation], old: Iterable[Violation]) -> list[Violation]:
+    """On UPDATE, a denying violation the old object already had, and that is not made worse, only warns.
+
+    So an object admitted before this webhook (or before a rule) can still be edited, have its
+    finalizers removed and be deleted, while a change that adds or worsens a problem is still refused.
+    """
+    before = {v.key: v for v in old}
+    result = []
+    for violation in new:
+        previous = before.get(violation.key)
+        if violation.severity is Severity.DENY and previous is not None and _not_worse(violation, previous):
+            violation = Violation(
+                violation.rule,
+                Severity.WARN,
+                violation.path,
+                violation.message + " (already present before this update)",
+                violation.value,
+                violation.excess,
+            )
+        result.append(violation)
+    return result
+
+
+def _not_worse(new: Violation, old: Violation) -> bool:
+    if new.excess is None or old.excess is None:
+        return bool(new.value == old.value)  # same offending value: untouched
+    return new.excess <= old.excess
+
+
+def denied(violations: Iterable[Violation]) -> list[Violation]:
+    return [v for v in violations if v.severity is Severity.DENY]

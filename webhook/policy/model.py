@@ -1,0 +1,125 @@
+"""Policy rules: registry, violations and the settings rules read."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.karta.resolve import ResolvedWorkload
+from webhook.kube.fieldpath import PathParts, format_path
+
+
+class Severity(enum.StrEnum):
+    DENY = "deny"
+    WARN = "warn"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a rule function reports; the engine turns it into a Violation with its severity."""
+
+    location: PathParts | None
+    message: str
+    value: Any = None
+    # How far from compliant (e.g. replicas above max). On UPDATE, a violation that was already
+    # there and whose excess did not grow is not made worse.
+    excess: float | None = None
+    # A rule may soften itself for one finding (replicas rule under an autoscaler).
+    at_most: Severity | None = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    severity: Severity
+    path: str
+    message: str
+    value: Any = None
+    excess: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.rule, self.path)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "severity": str(self.severity), "path": self.path, "message": self.message}
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    resource_patterns: tuple[re.Pattern[str], ...]
+    taint_keys: tuple[str, ...]
+    node_label_keys: tuple[str, ...]
+
+    def is_gpu(self, resource_name: str) -> bool:
+        return any(p.fullmatch(resource_name) for p in self.resource_patterns)
+
+
+# KubeRay's notion of a GPU key (reference/kuberay.md §4): any name ending in "gpu", and MIG slices.
+DEFAULT_GPU_PATTERNS = (r".*gpu", r"nvidia\.com/mig-\d+g\.\d+gb")
+DEFAULT_GPU_TAINT_KEYS = ("nvidia.com/gpu", "amd.com/gpu")
+DEFAULT_GPU_NODE_LABEL_KEYS = (
+    "nvidia.com/gpu.present",
+    "nvidia.com/gpu.product",
+    "nvidia.com/gpu.count",
+    "nvidia.com/gpu.family",
+    "nvidia.com/gpu.machine",
+    "cloud.google.com/gke-accelerator",
+    "amd.com/gpu.device-id",
+    "node.kubernetes.io/instance-gpu",
+)
+
+
+def default_gpu_settings() -> GpuSettings:
+    return GpuSettings(
+        resource_patterns=tuple(re.compile(p) for p in DEFAULT_GPU_PATTERNS),
+        taint_keys=DEFAULT_GPU_TAINT_KEYS,
+        node_label_keys=DEFAULT_GPU_NODE_LABEL_KEYS,
+    )
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    severities: Mapping[str, Severity] = field(default_factory=dict)
+    gpu: GpuSettings = field(default_factory=default_gpu_settings)
+
+    def severity(self, rule: Rule) -> Severity:
+        return self.severities.get(rule.id, rule.default_severity)
+
+
+RuleCheck = Callable[[ResolvedWorkload, PolicySettings], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    default_severity: Severity
+    summary: str
+    check: RuleCheck
+    # Only for workloads whose root API group is this one (KubeRay-specific rules); None: any kind.
+    api_group: str | None = None
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(
+    rule_id: str, severity: Severity, summary: str, *, api_group: str | None = None
+) -> Callable[[RuleCheck], RuleCheck]:
+    """Register a rule function under a stable id."""
+
+    def register(check: RuleCheck) -> RuleCheck:
+        if rule_id in RULES:
+            raise ValueError(f"rule {rule_id} registered twice")
+        RULES[rule_id] = Rule(rule_id, severity, summary, check, api_group)
+        return check
+
+    return register
+
+
+def where(location: PathParts | None) -> str:
+    return format_path(location) if location else ""

@@ -1,0 +1,197 @@
+"""Scale and instance rules, read through the resolved Karta view (any workload kind)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from webhook.karta.resolve import Instance, ResolvedWorkload
+from webhook.kube import names
+from webhook.policy.model import Finding, PolicySettings, Severity, rule
+
+# An idPath that reads a pod label: `.metadata.labels["ray.io/group"]` or `.metadata.labels.app`.
+_LABEL_PATH = re.compile(r'\s*\.metadata\.labels(?:\[\s*"([^"]+)"\s*\]|\.([A-Za-z_][A-Za-z0-9_]*))\s*')
+
+
+def _scaled(workload: ResolvedWorkload) -> Iterator[Instance]:
+    for instance in workload.instances():
+        if instance.scale is not None:
+            yield instance
+
+
+def _count(instance: Instance, pods: int) -> str:
+    """A scale value (counted in pods) in the units the user wrote: replicas, and pods when they differ."""
+    per_replica = instance.pods_per_replica
+    if per_replica and per_replica > 1 and pods % per_replica == 0:
+        return f"{pods // per_replica} ({pods} pods at {per_replica} per replica)"
+    return str(pods)
+
+
+@rule(
+    "replicas-within-bounds",
+    Severity.DENY,
+    "replicas lies within [minReplicas, maxReplicas]; outside it the controller silently clamps it "
+    "(a warning only when an autoscaler owns replicas)",
+)
+def replicas_within_bounds(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    soften = Severity.WARN if workload.autoscaling else None
+    owner = " (the autoscaler owns replicas)" if workload.autoscaling else ""
+    for instance in _scaled(workload):
+        scale = instance.scale
+        assert scale is not None
+        replicas, low, high = scale.replicas, scale.min_replicas, scale.max_replicas
+        if replicas is None or (low is not None and high is not None and low > high):
+            continue
+        if high is not None and replicas > high:
+            yield Finding(
+                instance.field_location("replicas"),
+                f"{instance.label}: replicas {_count(instance, replicas)} is above maxReplicas "
+                f"{_count(instance, high)}, so only {_count(instance, high)} would run{owner}",
+                replicas,
+                excess=replicas - high,
+                at_most=soften,
+            )
+        elif low is not None and replicas < low:
+            yield Finding(
+                instance.field_location("replicas"),
+                f"{instance.label}: replicas {_count(instance, replicas)} is below minReplicas "
+                f"{_count(instance, low)}, so {_count(instance, low)} would run{owner}",
+                replicas,
+                excess=low - replicas,
+                at_most=soften,
+            )
+
+
+@rule("min-not-above-max", Severity.DENY, "minReplicas is not greater than maxReplicas")
+def min_not_above_max(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for instance in _scaled(workload):
+        scale = instance.scale
+        assert scale is not None
+        low, high = scale.min_replicas, scale.max_replicas
+        if low is not None and high is not None and low > high:
+            yield Finding(
+                instance.field_location("minReplicas"),
+                f"{instance.label}: minReplicas {_count(instance, low)} is greater than maxReplicas "
+                f"{_count(instance, high)}",
+                low,
+                excess=low - high,
+            )
+
+
+@rule("non-negative-scale", Severity.DENY, "replicas, minReplicas and maxReplicas are not negative")
+def non_negative_scale(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for instance in _scaled(workload):
+        scale = instance.scale
+        assert scale is not None
+        for field, value in (("replicas", scale.replicas), ("minReplicas", scale.min_replicas),
+                             ("maxReplicas", scale.max_replicas)):  # fmt: skip
+            if value is not None and value < 0:
+                yield Finding(
+                    instance.field_location(field),
+                    f"{instance.label}: {field} must not be negative, got {value}",
+                    value,
+                    excess=-value,
+                )
+
+
+@rule(
+    "pods-per-replica",
+    Severity.DENY,
+    "every replica has at least one pod (KubeRay numOfHosts >= 1; 0 silently gives the group no pods)",
+)
+def pods_per_replica(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for instance in workload.instances():
+        per_replica = instance.pods_per_replica
+        if per_replica is not None and per_replica < 1:
+            location = (*instance.location, "numOfHosts") if instance.location else None
+            yield Finding(
+                location,
+                f"{instance.label}: pods per replica must be at least 1, got {per_replica}; "
+                "the group would get no pods",
+                per_replica,
+                excess=1 - per_replica,
+            )
+
+
+@rule("unique-instance-ids", Severity.DENY, "instance ids (e.g. worker group names) are unique")
+def unique_instance_ids(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for resolved in workload.components.values():
+        seen: dict[str, Instance] = {}
+        for instance in resolved.instances:
+            first = seen.get(instance.id)
+            if first is None:
+                seen[instance.id] = instance
+                continue
+            yield Finding(
+                instance.id_location or instance.location,
+                f"{resolved.component.name} name {instance.id!r} is used twice (also at index {first.index}); "
+                "pods of both would be indistinguishable",
+                instance.id,
+            )
+
+
+@rule(
+    "instance-id-label-value",
+    Severity.DENY,
+    "instance ids that pods carry as a label value are valid label values",
+)
+def instance_id_label_value(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for resolved in workload.components.values():
+        selector = resolved.component.pod_selector
+        match = _LABEL_PATH.fullmatch(selector.instance_id_path) if selector and selector.instance_id_path else None
+        if match is None:
+            continue
+        label = match.group(1) or match.group(2)
+        for instance in resolved.instances:
+            problems = names.label_value_problems(instance.id)
+            if problems:
+                yield Finding(
+                    instance.id_location or instance.location,
+                    f"{resolved.component.name} name {instance.id!r} becomes the pod label {label}, "
+                    f"which it cannot be: {'; '.join(problems)}",
+                    instance.id,
+                )
+
+
+@rule(
+    "reserved-instance-id",
+    Severity.DENY,
+    "instance ids do not take a value reserved by the definition (Ray: a worker group named headgroup)",
+)
+def reserved_instance_id(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for name, resolved in workload.components.items():
+        reserved = workload.definition.hints.for_component(name).reserved_instance_ids
+        for instance in resolved.instances:
+            if instance.id in reserved:
+                yield Finding(
+                    instance.id_location or instance.location,
+                    f"{name} name {instance.id!r} is reserved: pods of another component carry it, so "
+                    "selectors for this one would match them too",
+                    instance.id,
+                )
+
+
+@rule(
+    "pod-template-containers",
+    Severity.DENY,
+    "every pod template has at least one container",
+)
+def pod_template_containers(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for instance in workload.instances():
+        pod = instance.pod
+        if pod is None or pod.spec is None:
+            continue
+        containers = pod.spec.get("containers")
+        if not isinstance(containers, list) or not containers:
+            location = (*pod.spec_location, "containers") if pod.spec_location else instance.location
+            yield Finding(location, f"{instance.label}: the pod template has no containers", containers)
+
+
+@rule(
+    "definition-resolution",
+    Severity.WARN,
+    "the object can be read through its Karta definition (otherwise the other rules see less of it)",
+)
+def definition_resolution(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+    for error in workload.all_errors():
+        yield Finding(None, f"the {workload.definition.name} definition cannot read this object: {error}")

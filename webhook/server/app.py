@@ -1,0 +1,147 @@
+"""The HTTP edge: Flask routes around the pure admission core."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from webhook.admission import Admission, Outcome, Review, ReviewError, error_response, parse_review
+from webhook.config import Mode
+from webhook.server import logs, metrics
+
+# controller-runtime's bound: two objects of up to 3 MiB (the API server's own request limit) plus envelope.
+MAX_BODY_BYTES = 7 * 1024 * 1024
+
+log = logs.get("http")
+
+
+@dataclass
+class ServerState:
+    admission: Admission
+    # Readiness: (ready, reason). Definitions are loaded before the app exists; cluster watches add more.
+    readiness: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
+
+    def ready(self) -> tuple[bool, str]:
+        for check in self.readiness:
+            ok, reason = check()
+            if not ok:
+                return False, reason
+        return True, "ready"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def create_app(state: ServerState) -> Flask:
+    app = Flask("karta_admission")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    def review_endpoint(path: str, handle: Callable[[Review], Outcome], fail_closed: Callable[[], bool]) -> Response:
+        started = time.perf_counter()
+        try:
+            body = orjson.loads(request.get_data(cache=False))
+            review = parse_review(body)
+        except RequestEntityTooLarge:
+            metrics.BAD_REQUESTS.labels(path, "413").inc()
+            return _json({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
+        except (orjson.JSONDecodeError, ReviewError) as exc:
+            metrics.BAD_REQUESTS.labels(path, "400").inc()
+            return _json({"error": f"not an AdmissionReview: {exc}"}, 400)
+        try:
+            outcome = handle(review)
+        except Exception as exc:
+            # A well-formed review always gets an answer with its uid, per the failure posture.
+            metrics.INTERNAL_ERRORS.labels(path).inc()
+            log.exception(
+                "internal error answering a review", extra={"fields": {"uid": review.uid, "path": path}}
+            )
+            allowed = not fail_closed()
+            return _json(error_response(review, allowed, f"internal error ({type(exc).__name__})"))
+        elapsed = time.perf_counter() - started
+        _record(path, review, outcome, elapsed)
+        return _json(outcome.response)
+
+    config = state.admission.config
+
+    def validation_fails_closed(mode: Mode) -> Callable[[], bool]:
+        return lambda: mode is Mode.ENFORCE and config.failure_policy == "Fail"
+
+    @app.post("/validate")
+    def validate() -> Response:
+        return review_endpoint("/validate", state.admission.validate, validation_fails_closed(config.mode))
+
+    @app.post("/validate/enforce")
+    def validate_enforce() -> Response:
+        return review_endpoint(
+            "/validate/enforce",
+            lambda r: state.admission.validate(r, Mode.ENFORCE),
+            validation_fails_closed(Mode.ENFORCE),
+        )
+
+    @app.post("/validate/audit")
+    def validate_audit() -> Response:
+        return review_endpoint(
+            "/validate/audit", lambda r: state.admission.validate(r, Mode.AUDIT), lambda: False
+        )
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        return review_endpoint("/mutate", state.admission.mutate, lambda: False)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        ok, reason = state.ready()
+        return _json({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, mimetype=None, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        if code == 413:
+            metrics.BAD_REQUESTS.labels(request.path, "413").inc()
+        return _json({"error": exc.description or exc.name}, code)
+
+    return app
+
+
+def _record(path: str, review: Review, outcome: Outcome, elapsed: float) -> None:
+    metrics.REQUESTS.labels(path, outcome.kind, outcome.operation, outcome.verdict, outcome.mode).inc()
+    metrics.LATENCY.labels(path).observe(elapsed)
+    for violation in outcome.violations:
+        metrics.VIOLATIONS.labels(violation.rule, outcome.namespace, str(violation.severity), outcome.mode).inc()
+    if "size-unknown" in outcome.notes:
+        metrics.GANG_SIZE_UNKNOWN.inc()
+    level = logging.INFO if outcome.verdict in {"denied", "warned", "ungrouped"} else logging.DEBUG
+    logs.event(
+        log,
+        level,
+        f"review {outcome.verdict}",
+        uid=review.uid,
+        path=path,
+        kind=outcome.kind,
+        namespace=outcome.namespace,
+        name=review.request.get("name") or "",
+        operation=outcome.operation,
+        mode=outcome.mode,
+        verdict=outcome.verdict,
+        dry_run=bool(review.request.get("dryRun")),
+        violations=[f"{v.rule}@{v.path}" for v in outcome.violations],
+        notes=outcome.notes,
+        duration_ms=round(elapsed * 1000, 3),
+    )
