@@ -1,9 +1,8 @@
-"""Evaluation of Karta jq paths with libjq, the way Karta's gojq runner evaluates them.
+"""Evaluation of Karta jq paths, the way Karta's gojq runner evaluates them.
 
-Converting the input document into jq values costs far more than running a path, so every path of a
-definition that reads the same document is compiled into one program and run in one pass; each path
-is wrapped in `try` so that one failing path does not hide the others (Karta evaluates them one by one,
-so a failure there is also per path).
+Feeding a document to libjq costs more than running the paths, so the paths of a definition are
+evaluated together against one document (PathBatch): plain field chains natively, the rest in a
+single libjq program. Conversions of the outputs follow Go's JSON decoding into Karta's field types.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from typing import Any
 
 import jq
 import orjson
+
+from webhook.karta import jqcheck, native
 
 # Karta's runner fails a query once its result count reaches this number.
 MAX_RESULTS = 1000
@@ -66,64 +67,85 @@ def compile_error(expression: str) -> str | None:
     return None
 
 
-def _wrap(expression: str) -> str:
-    # Ask for the outputs' paths first: the values are then read from the Python object, which is
-    # much cheaper than converting large outputs (pod templates) back out of jq. path() fails for
-    # computed outputs (arithmetic, literals); only then are the values themselves returned. Inside
-    # `catch` the input is the error message, hence the saved input.
-    limited = f"limit({MAX_RESULTS}; ({expression}))"
-    return (
-        f"(try {{p: [limit({MAX_RESULTS}; path({expression}))]}} "
-        f"catch ($__karta_input | try {{v: [{limited}]}} catch {{e: tostring}}))"
+def _may_multiply(expression: str) -> bool:
+    """Whether outputs could grow beyond the input's size: more than one iteration or binding.
+
+    One `[]` yields at most as many outputs as the input has elements; nested iterations, `as`
+    bindings, `reduce` and `foreach` can multiply them. Only those get jq's `limit`, which costs
+    about 5 µs per path (the cap itself is checked on the result count either way).
+    """
+    try:
+        tokens = jqcheck.tokenize(expression)
+    except jqcheck.JqSyntaxError:
+        return True
+    iterations = sum(
+        1 for a, b in zip(tokens, tokens[1:], strict=False) if a.kind == "op" and a.text == "[" and b.text == "]"
     )
+    bindings = sum(1 for t in tokens if t.kind == "ident" and t.text in {"as", "reduce", "foreach", "limit"})
+    return iterations + bindings > 1
+
+
+def _wrap(expression: str) -> str:
+    body = f"limit({MAX_RESULTS}; ({expression}))" if _may_multiply(expression) else f"({expression})"
+    return f"(try {{v: [{body}]}} catch {{e: tostring}})"
 
 
 class PathBatch:
-    """A fixed list of jq paths, compiled into one program and evaluated against one document."""
+    """A fixed list of jq paths evaluated against one document.
+
+    Plain field chains and literals are evaluated natively (webhook.karta.native), with the location
+    of every output. The others are compiled into one libjq program, each wrapped in `try` so that
+    one failing path does not hide the others (Karta evaluates them one by one), and given only the
+    parts of the document they can reach; their outputs are computed values without locations.
+    """
 
     def __init__(self, expressions: Sequence[str]) -> None:
         self.expressions = tuple(expressions)
-        parts = ", ".join(_wrap(e) for e in self.expressions)
-        source = SANDBOX_PRELUDE + ". as $__karta_input | [" + parts + "]"
-        self._program = compile_program(source) if self.expressions else None
+        self._simple = [native.parse_simple(e) for e in self.expressions]
+        self._complex = [i for i, simple in enumerate(self._simple) if simple is None]
+        prefixes = [native.root_prefix(self.expressions[i]) for i in self._complex]
+        self._prefixes = None if any(p is None for p in prefixes) else [p for p in prefixes if p is not None]
+        self._program = None
+        if self._complex:
+            parts = ", ".join(_wrap(self.expressions[i]) for i in self._complex)
+            self._program = compile_program(SANDBOX_PRELUDE + "[" + parts + "]")
+
+    @property
+    def needs_libjq(self) -> bool:
+        return self._program is not None
 
     def run(self, document: Any) -> list[PathOutcome]:
-        return self.run_json(document, document_json(document))
+        outcomes: list[PathOutcome | None] = [None] * len(self.expressions)
+        for index, simple in enumerate(self._simple):
+            if simple is not None:
+                outcomes[index] = _native_outcome(self.expressions[index], simple, document)
+        if self._program is not None:
+            visible = native.prune(document, self._prefixes) if self._prefixes is not None else document
+            raw = self._program.input_text(document_json(visible)).first()
+            for index, item in zip(self._complex, raw, strict=True):
+                outcomes[index] = _outcome(self.expressions[index], item)
+        return [o for o in outcomes if o is not None]
 
-    def run_json(self, document: Any, document_text: str) -> list[PathOutcome]:
-        """Evaluate against `document`, whose sorted-key JSON text the caller already has."""
-        if self._program is None:
-            return []
-        raw = self._program.input_text(document_text).first()
-        return [_outcome(expression, item, document) for expression, item in zip(self.expressions, raw, strict=True)]
+
+def _native_outcome(expression: str, simple: native.SimplePath, document: Any) -> PathOutcome:
+    try:
+        values, locations = simple.evaluate(document)
+    except native.NativeError as exc:
+        return PathOutcome(error=f"JQ execution error for expression '{expression}': {exc}")
+    if len(values) >= MAX_RESULTS:
+        return PathOutcome(error=f"query results exceed the allowed number {MAX_RESULTS}")
+    return PathOutcome(
+        values=tuple(values), locations=tuple(locations) if locations is not None else None
+    )
 
 
-def _outcome(expression: str, item: dict[str, Any], document: Any) -> PathOutcome:
+def _outcome(expression: str, item: dict[str, Any]) -> PathOutcome:
     if "e" in item:
         return PathOutcome(error=f"JQ execution error for expression '{expression}': {item['e']}")
-    if "p" in item:
-        paths = item["p"]
-        if len(paths) >= MAX_RESULTS:
-            return PathOutcome(error=f"query results exceed the allowed number {MAX_RESULTS}")
-        locations = tuple(tuple(p) for p in paths)
-        return PathOutcome(values=tuple(get_path(document, p) for p in locations), locations=locations)
     values = item["v"]
     if len(values) >= MAX_RESULTS:
         return PathOutcome(error=f"query results exceed the allowed number {MAX_RESULTS}")
     return PathOutcome(values=tuple(values))
-
-
-def get_path(document: Any, path: Sequence[PathPart]) -> Any:
-    """jq's getpath on plain Python data: a missing key or index gives null."""
-    current = document
-    for part in path:
-        if isinstance(current, dict) and isinstance(part, str):
-            current = current.get(part)
-        elif isinstance(current, list) and isinstance(part, int) and not isinstance(part, bool):
-            current = current[part] if -len(current) <= part < len(current) else None
-        else:
-            return None
-    return current
 
 
 def document_json(document: Any) -> str:

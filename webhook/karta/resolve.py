@@ -180,21 +180,17 @@ class WorkloadResolver:
         self._batch = PathBatch(expressions)
 
     def resolve(self, obj: Mapping[str, Any]) -> ResolvedWorkload:
-        return self.resolve_json(obj, jqengine.document_json(obj))
-
-    def resolve_json(self, obj: Mapping[str, Any], document_text: str) -> ResolvedWorkload:
-        """Resolve an object whose sorted-key JSON text the caller already has."""
         errors: list[str] = []
         kind = GVK.of(obj)
         if kind != self.definition.root_kind:
             errors.append(f"object kind {kind} does not match the definition's root kind {self.definition.root_kind}")
-        outcomes = self._batch.run_json(obj, document_text)
+        outcomes = self._batch.run(obj)
 
         def outcome(component: str, role: str) -> PathOutcome | None:
             index = self._slots.get((component, role))
             return outcomes[index] if index is not None else None
 
-        components = {c.name: _resolve_component(c, outcome) for c in self.definition.components}
+        components = {c.name: _resolve_component(c, outcome, obj) for c in self.definition.components}
         autoscaling = False
         auto = outcome("", "autoscaling")
         if auto is not None:
@@ -205,7 +201,7 @@ class WorkloadResolver:
         return ResolvedWorkload(self.definition, obj, components, autoscaling, tuple(errors))
 
 
-def _resolve_component(c: Component, outcome: Any) -> ResolvedComponent:
+def _resolve_component(c: Component, outcome: Any, obj: Mapping[str, Any]) -> ResolvedComponent:
     errors: list[str] = []
     ids: list[str]
     id_locations: Sequence[PathParts | None]
@@ -253,6 +249,7 @@ def _resolve_component(c: Component, outcome: Any) -> ResolvedComponent:
     for index, instance_id in enumerate(ids):
         pod = pods[index]
         location = _instance_location(id_locations[index], pod.spec_location if pod else None, multi)
+        found = _field_locations(obj, location, scales[index], scale_locations[index])
         instances.append(
             Instance(
                 component=c.name,
@@ -261,7 +258,7 @@ def _resolve_component(c: Component, outcome: Any) -> ResolvedComponent:
                 location=location,
                 id_location=id_locations[index],
                 scale=scales[index],
-                scale_locations=scale_locations[index],
+                scale_locations=found,
                 pods_per_replica=pods_per_replica[index],
                 pod=pod,
             )
@@ -375,6 +372,34 @@ def _scales(
     for i in range(count):
         scales[i] = Scale(at("replicas", i), at("minReplicas", i), at("maxReplicas", i))
     return scales, locations
+
+
+def _field_locations(
+    obj: Mapping[str, Any], location: PathParts | None, scale: Scale | None, known: dict[str, PathParts]
+) -> dict[str, PathParts]:
+    """Where each scale value sits in the object.
+
+    A computed value (from a path with arithmetic or defaults) has no location of its own; when the
+    instance holds a field named like the scale role with exactly that value, that field is where it
+    came from. Otherwise rules point at the instance.
+    """
+    if scale is None or location is None:
+        return known
+    holder: Any = obj
+    for part in location:
+        holder = holder.get(part) if isinstance(holder, Mapping) and isinstance(part, str) else (
+            holder[part] if isinstance(holder, list) and isinstance(part, int) and -len(holder) <= part < len(holder)
+            else None
+        )  # fmt: skip
+    if not isinstance(holder, Mapping):
+        return known
+    found = dict(known)
+    for name, value in (("replicas", scale.replicas), ("minReplicas", scale.min_replicas),
+                        ("maxReplicas", scale.max_replicas)):  # fmt: skip
+        raw = holder.get(name)
+        if name not in found and value is not None and not isinstance(raw, bool) and raw == value:
+            found[name] = (*location, name)
+    return found
 
 
 def _instance_location(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from webhook.karta.resolve import ResolvedWorkload
 from webhook.policy import gpu, kuberay, scale  # noqa: F401  (importing registers the rules)
-from webhook.policy.model import RULES, PolicySettings, Severity, Violation, where
+from webhook.policy.model import RULES, PolicySettings, RuleContext, Severity, Violation, where
 
 
 def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Violation]:
     """Every violation of every enabled rule, in rule registration order."""
     violations: list[Violation] = []
+    context = RuleContext(workload, settings)
     root_group = workload.definition.root_kind.group
     for rule in RULES.values():
         if rule.api_group is not None and rule.api_group != root_group:
@@ -19,7 +21,7 @@ def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Viola
         severity = settings.severity(rule)
         if severity is Severity.OFF:
             continue
-        for finding in rule.check(workload, settings):
+        for finding in rule.check(context):
             effective = severity
             if finding.at_most is Severity.WARN and severity is Severity.DENY:
                 effective = Severity.WARN
@@ -40,15 +42,11 @@ def demote_existing(new: Iterable[Violation], old: Iterable[Violation]) -> list[
     for violation in new:
         previous = before.get(violation.key)
         if violation.severity is Severity.DENY and previous is not None and _not_worse(violation, previous):
-            violation = Violation(
-                violation.rule,
-                Severity.WARN,
-                violation.path,
-                violation.message + " (already present before this update)",
-                violation.value,
-                violation.excess,
+            result.append(
+                replace(violation, severity=Severity.WARN, message=violation.message + " (already present before this update)")
             )
-        result.append(violation)
+        else:
+            result.append(violation)
     return result
 
 

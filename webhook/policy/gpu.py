@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from webhook.karta.resolve import Instance, ResolvedWorkload
+from webhook.karta.resolve import Instance
 from webhook.kube.fieldpath import PathParts
 from webhook.kube.quantity import parse_quantity
-from webhook.policy.model import Finding, PolicySettings, Severity, rule
+from webhook.policy.model import Finding, PolicySettings, RuleContext, Severity, rule
 
 # Values of NVIDIA_VISIBLE_DEVICES that expose no device to the container.
 _NO_DEVICES = frozenset({"", "none", "void"})
@@ -38,18 +38,30 @@ class ContainerView:
         return (*self.location, *parts) if self.location is not None else self.instance.location
 
 
-def _containers(instance: Instance, *, init: bool = True) -> Iterator[ContainerView]:
-    pod = instance.pod
-    if pod is None or pod.spec is None:
-        return
-    for list_name in ("containers", "initContainers") if init else ("containers",):
-        items = pod.spec.get(list_name)
-        if not isinstance(items, list):
-            continue
-        for index, container in enumerate(items):
-            if isinstance(container, Mapping):
-                location = (*pod.spec_location, list_name, index) if pod.spec_location is not None else None
-                yield ContainerView(instance, list_name, index, container, location)
+def _all_containers(ctx: RuleContext) -> list[ContainerView]:
+    """Every container and init container of every pod template, built once per evaluation."""
+
+    def build() -> list[ContainerView]:
+        views = []
+        for instance in ctx.workload.instances():
+            pod = instance.pod
+            if pod is None or pod.spec is None:
+                continue
+            for list_name in ("containers", "initContainers"):
+                items = pod.spec.get(list_name)
+                for index, container in enumerate(items if isinstance(items, list) else []):
+                    if isinstance(container, Mapping):
+                        location = (*pod.spec_location, list_name, index) if pod.spec_location is not None else None
+                        views.append(ContainerView(instance, list_name, index, container, location))
+        return views
+
+    return ctx.memo("containers", build)  # type: ignore[no-any-return]
+
+
+def _containers(ctx: RuleContext, instance: Instance, *, init: bool = True) -> Iterator[ContainerView]:
+    for view in _all_containers(ctx):
+        if view.instance is instance and (init or view.list_name == "containers"):
+            yield view
 
 
 def _resources(container: Mapping[str, Any], section: str) -> Mapping[str, Any]:
@@ -63,6 +75,13 @@ def _resources(container: Mapping[str, Any], section: str) -> Mapping[str, Any]:
 def _gpu_names(view: ContainerView, settings: PolicySettings) -> set[str]:
     names = set(_resources(view.container, "limits")) | set(_resources(view.container, "requests"))
     return {n for n in names if settings.gpu.is_gpu(n)}
+
+
+def _has_gpu_resources(ctx: RuleContext) -> bool:
+    """Most workloads ask for no GPU at all: then the GPU rules have nothing to look at."""
+    return ctx.memo(  # type: ignore[no-any-return]
+        "any-gpu", lambda: any(_gpu_names(v, ctx.settings) for v in _all_containers(ctx))
+    )
 
 
 def _amount(value: Any) -> Decimal | None:
@@ -81,8 +100,8 @@ def _gpu_limit_total(view: ContainerView, settings: PolicySettings) -> Decimal:
     return total
 
 
-def _template_has_gpu_limits(instance: Instance, settings: PolicySettings) -> bool:
-    return any(_gpu_limit_total(view, settings) > 0 for view in _containers(instance))
+def _template_has_gpu_limits(ctx: RuleContext, instance: Instance) -> bool:
+    return any(_gpu_limit_total(view, ctx.settings) > 0 for view in _containers(ctx, instance))
 
 
 def _vendor(resource_name: str) -> str:
@@ -95,22 +114,23 @@ def _vendor(resource_name: str) -> str:
     Severity.DENY,
     "GPU quantities are whole, non-negative numbers (the device plugin hands out whole devices)",
 )
-def gpu_whole_number(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
-    for instance in workload.instances():
-        for view in _containers(instance):
-            for section in ("requests", "limits"):
-                for name, value in _resources(view.container, section).items():
-                    if not settings.gpu.is_gpu(name):
-                        continue
-                    amount = _amount(value)
-                    if amount is None or amount < 0 or amount != amount.to_integral_value():
-                        yield Finding(
-                            view.at("resources", section, name),
-                            f"{view.label}: {name} {section} must be a whole number of GPUs, got {value!r}"
-                            + (" (for a share of a GPU use your scheduler's GPU-sharing feature)"
-                               if amount is not None and 0 < amount < 1 else ""),
-                            value,
-                        )  # fmt: skip
+def gpu_whole_number(ctx: RuleContext) -> Iterator[Finding]:
+    if not _has_gpu_resources(ctx):
+        return
+    for view in _all_containers(ctx):
+        for section in ("requests", "limits"):
+            for name, value in _resources(view.container, section).items():
+                if not ctx.settings.gpu.is_gpu(name):
+                    continue
+                amount = _amount(value)
+                if amount is None or amount < 0 or amount != amount.to_integral_value():
+                    sharing = amount is not None and 0 < amount < 1
+                    yield Finding(
+                        view.at("resources", section, name),
+                        f"{view.label}: {name} {section} must be a whole number of GPUs, got {value!r}"
+                        + (" (for a share of a GPU use your scheduler's GPU-sharing feature)" if sharing else ""),
+                        value,
+                    )
 
 
 @rule(
@@ -118,29 +138,30 @@ def gpu_whole_number(workload: ResolvedWorkload, settings: PolicySettings) -> It
     Severity.DENY,
     "a GPU request comes with a limit of the same value (Kubernetes refuses the pod otherwise)",
 )
-def gpu_requests_equal_limits(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
-    for instance in workload.instances():
-        for view in _containers(instance):
-            limits = _resources(view.container, "limits")
-            for name, requested in _resources(view.container, "requests").items():
-                if not settings.gpu.is_gpu(name):
-                    continue
-                if name not in limits:
-                    yield Finding(
-                        view.at("resources", "limits", name),
-                        f"{view.label}: {name} is requested ({requested!r}) but has no limit; "
-                        "GPUs need a limit equal to the request",
-                        None,
-                    )
-                    continue
-                request_amount, limit_amount = _amount(requested), _amount(limits[name])
-                if request_amount is not None and limit_amount is not None and request_amount != limit_amount:
-                    yield Finding(
-                        view.at("resources", "requests", name),
-                        f"{view.label}: {name} request {requested!r} differs from its limit {limits[name]!r}; "
-                        "GPUs cannot be overcommitted",
-                        requested,
-                    )
+def gpu_requests_equal_limits(ctx: RuleContext) -> Iterator[Finding]:
+    if not _has_gpu_resources(ctx):
+        return
+    for view in _all_containers(ctx):
+        limits = _resources(view.container, "limits")
+        for name, requested in _resources(view.container, "requests").items():
+            if not ctx.settings.gpu.is_gpu(name):
+                continue
+            if name not in limits:
+                yield Finding(
+                    view.at("resources", "limits", name),
+                    f"{view.label}: {name} is requested ({requested!r}) but has no limit; "
+                    "GPUs need a limit equal to the request",
+                    None,
+                )
+                continue
+            request_amount, limit_amount = _amount(requested), _amount(limits[name])
+            if request_amount is not None and limit_amount is not None and request_amount != limit_amount:
+                yield Finding(
+                    view.at("resources", "requests", name),
+                    f"{view.label}: {name} request {requested!r} differs from its limit {limits[name]!r}; "
+                    "GPUs cannot be overcommitted",
+                    requested,
+                )
 
 
 @rule(
@@ -148,32 +169,31 @@ def gpu_requests_equal_limits(workload: ResolvedWorkload, settings: PolicySettin
     Severity.DENY,
     "GPUs sit on the container the runtime reads (Ray: containers[0]); elsewhere Ray never sees them",
 )
-def gpu_on_primary_container(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
-    primary = workload.definition.hints.primary_container
-    if primary is None:
+def gpu_on_primary_container(ctx: RuleContext) -> Iterator[Finding]:
+    primary = ctx.workload.definition.hints.primary_container
+    if primary is None or not _has_gpu_resources(ctx):
         return
-    for instance in workload.instances():
-        for view in _containers(instance, init=False):
-            if view.index == primary:
-                continue
-            gpus = sorted(_gpu_names(view, settings))
-            if gpus:
-                yield Finding(
-                    view.at("resources"),
-                    f"{view.label} asks for {', '.join(gpus)}, but only containers[{primary}] is read for "
-                    "the resources the workload advertises (Ray's num-gpus); move the GPUs there",
-                    gpus,
-                )
+    for view in _all_containers(ctx):
+        if view.list_name != "containers" or view.index == primary:
+            continue
+        gpus = sorted(_gpu_names(view, ctx.settings))
+        if gpus:
+            yield Finding(
+                view.at("resources"),
+                f"{view.label} asks for {', '.join(gpus)}, but only containers[{primary}] is read for "
+                "the resources the workload advertises (Ray's num-gpus); move the GPUs there",
+                gpus,
+            )
 
 
 @rule("gpu-on-head", Severity.WARN, "the head (coordinator) pod holds no GPUs unless that is intended")
-def gpu_on_head(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
-    hints = workload.definition.hints
-    for instance in workload.instances():
-        if hints.for_component(instance.component).role != "head":
-            continue
-        for view in _containers(instance):
-            gpus = sorted(_gpu_names(view, settings))
+def gpu_on_head(ctx: RuleContext) -> Iterator[Finding]:
+    if not _has_gpu_resources(ctx):
+        return
+    hints = ctx.workload.definition.hints
+    for view in _all_containers(ctx):
+        if hints.for_component(view.instance.component).role == "head":
+            gpus = sorted(_gpu_names(view, ctx.settings))
             if gpus:
                 yield Finding(
                     view.at("resources"),
@@ -184,18 +204,18 @@ def gpu_on_head(workload: ResolvedWorkload, settings: PolicySettings) -> Iterato
 
 
 @rule("gpu-single-vendor", Severity.DENY, "a container asks for GPUs of one vendor only")
-def gpu_single_vendor(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
-    for instance in workload.instances():
-        for view in _containers(instance):
-            gpus = sorted(_gpu_names(view, settings))
-            vendors = sorted({_vendor(n) for n in gpus})
-            if len(vendors) > 1:
-                yield Finding(
-                    view.at("resources"),
-                    f"{view.label} asks for GPUs of several vendors ({', '.join(gpus)}); no node has both, "
-                    "so the pod never schedules",
-                    gpus,
-                )
+def gpu_single_vendor(ctx: RuleContext) -> Iterator[Finding]:
+    if not _has_gpu_resources(ctx):
+        return
+    for view in _all_containers(ctx):
+        gpus = sorted(_gpu_names(view, ctx.settings))
+        if len({_vendor(n) for n in gpus}) > 1:
+            yield Finding(
+                view.at("resources"),
+                f"{view.label} asks for GPUs of several vendors ({', '.join(gpus)}); no node has both, "
+                "so the pod never schedules",
+                gpus,
+            )
 
 
 @rule(
@@ -204,23 +224,22 @@ def gpu_single_vendor(workload: ResolvedWorkload, settings: PolicySettings) -> I
     "NVIDIA_VISIBLE_DEVICES does not expose GPUs to a container without a GPU limit (it bypasses the "
     "device plugin and shares GPUs behind the scheduler's back)",
 )
-def nvidia_visible_devices(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
-    for instance in workload.instances():
-        for view in _containers(instance):
-            env = view.container.get("env")
-            if not isinstance(env, list) or _gpu_limit_total(view, settings) > 0:
+def nvidia_visible_devices(ctx: RuleContext) -> Iterator[Finding]:
+    for view in _all_containers(ctx):
+        env = view.container.get("env")
+        if not isinstance(env, list) or _gpu_limit_total(view, ctx.settings) > 0:
+            continue
+        for index, entry in enumerate(env):
+            if not isinstance(entry, Mapping) or entry.get("name") != "NVIDIA_VISIBLE_DEVICES":
                 continue
-            for index, entry in enumerate(env):
-                if not isinstance(entry, Mapping) or entry.get("name") != "NVIDIA_VISIBLE_DEVICES":
-                    continue
-                value = entry.get("value")
-                if isinstance(value, str) and value.strip().lower() not in _NO_DEVICES:
-                    yield Finding(
-                        view.at("env", index, "value"),
-                        f"{view.label} sets NVIDIA_VISIBLE_DEVICES={value!r} without a GPU limit: it would "
-                        "use GPUs the scheduler gave to other pods; request GPUs in resources.limits instead",
-                        value,
-                    )
+            value = entry.get("value")
+            if isinstance(value, str) and value.strip().lower() not in _NO_DEVICES:
+                yield Finding(
+                    view.at("env", index, "value"),
+                    f"{view.label} sets NVIDIA_VISIBLE_DEVICES={value!r} without a GPU limit: it would "
+                    "use GPUs the scheduler gave to other pods; request GPUs in resources.limits instead",
+                    value,
+                )
 
 
 def _selects_gpu_nodes(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
@@ -251,10 +270,11 @@ def _selects_gpu_nodes(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | 
     Severity.WARN,
     "a pod template that selects GPU nodes asks for GPUs (otherwise it occupies a GPU node without one)",
 )
-def gpu_node_selector(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def gpu_node_selector(ctx: RuleContext) -> Iterator[Finding]:
+    workload, settings = ctx.workload, ctx.settings
     for instance in workload.instances():
         pod = instance.pod
-        if pod is None or pod.spec is None or _template_has_gpu_limits(instance, settings):
+        if pod is None or pod.spec is None or _template_has_gpu_limits(ctx, instance):
             continue
         selected_by = _selects_gpu_nodes(pod.spec, settings.gpu.node_label_keys)
         if selected_by:
@@ -283,10 +303,13 @@ def _tolerates(tolerations: Any, taint_keys: tuple[str, ...]) -> bool:
     Severity.WARN,
     "a pod template with GPU limits tolerates the GPU node taint (otherwise it stays Pending on tainted pools)",
 )
-def gpu_toleration(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def gpu_toleration(ctx: RuleContext) -> Iterator[Finding]:
+    if not _has_gpu_resources(ctx):
+        return
+    workload, settings = ctx.workload, ctx.settings
     for instance in workload.instances():
         pod = instance.pod
-        if pod is None or pod.spec is None or not _template_has_gpu_limits(instance, settings):
+        if pod is None or pod.spec is None or not _template_has_gpu_limits(ctx, instance):
             continue
         if not _tolerates(pod.spec.get("tolerations"), settings.gpu.taint_keys):
             location = (*pod.spec_location, "tolerations") if pod.spec_location else instance.location

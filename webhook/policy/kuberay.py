@@ -13,7 +13,7 @@ from typing import Any
 from webhook.karta.resolve import ResolvedWorkload
 from webhook.kube import names
 from webhook.kube.fieldpath import PathParts
-from webhook.policy.model import Finding, PolicySettings, Severity, rule
+from webhook.policy.model import Finding, RuleContext, Severity, rule
 
 RAY_GROUP = "ray.io"
 # Where each kind keeps the RayClusterSpec it runs.
@@ -41,7 +41,8 @@ def _cluster_spec(workload: ResolvedWorkload) -> tuple[PathParts, Mapping[str, A
     "the name fits KubeRay's limits (RayCluster 53 characters, RayService and RayJob 47) and is a DNS-1035 label",
     api_group=RAY_GROUP,
 )
-def ray_name(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def ray_name(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     name = (workload.obj.get("metadata") or {}).get("name")
     limit = NAME_LIMITS.get(workload.kind)
     if not isinstance(name, str) or not name or limit is None:
@@ -68,7 +69,8 @@ def ray_name(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[F
     "creates would be refused)",
     api_group=RAY_GROUP,
 )
-def ray_nested_upgrade_strategy(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def ray_nested_upgrade_strategy(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     if workload.kind not in {"RayService", "RayJob"}:
         return
     found = _cluster_spec(workload)
@@ -91,7 +93,8 @@ def ray_nested_upgrade_strategy(workload: ResolvedWorkload, settings: PolicySett
     "a group sets Ray resources either in rayStartParams or in resources, not both (KubeRay refuses both)",
     api_group=RAY_GROUP,
 )
-def ray_resources_conflict(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def ray_resources_conflict(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     found = _cluster_spec(workload)
     if found is None:
         return

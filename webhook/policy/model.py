@@ -6,6 +6,7 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from webhook.karta.resolve import ResolvedWorkload
@@ -56,7 +57,12 @@ class GpuSettings:
     node_label_keys: tuple[str, ...]
 
     def is_gpu(self, resource_name: str) -> bool:
-        return any(p.fullmatch(resource_name) for p in self.resource_patterns)
+        return _matches_any(self.resource_patterns, resource_name)
+
+
+@lru_cache(maxsize=4096)
+def _matches_any(patterns: tuple[re.Pattern[str], ...], name: str) -> bool:
+    return any(p.fullmatch(name) for p in patterns)
 
 
 # KubeRay's notion of a GPU key (reference/kuberay.md §4): any name ending in "gpu", and MIG slices.
@@ -91,7 +97,24 @@ class PolicySettings:
         return self.severities.get(rule.id, rule.default_severity)
 
 
-RuleCheck = Callable[[ResolvedWorkload, PolicySettings], Iterable[Finding]]
+class RuleContext:
+    """What a rule reads: the resolved workload, the settings, and facts several rules share.
+
+    Facts are computed once per evaluation (e.g. each container's GPU resources, read by six rules).
+    """
+
+    def __init__(self, workload: ResolvedWorkload, settings: PolicySettings) -> None:
+        self.workload = workload
+        self.settings = settings
+        self._memo: dict[Any, Any] = {}
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+RuleCheck = Callable[[RuleContext], Iterable[Finding]]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from webhook.karta.resolve import Instance, ResolvedWorkload
 from webhook.kube import names
-from webhook.policy.model import Finding, PolicySettings, Severity, rule
+from webhook.policy.model import Finding, RuleContext, Severity, rule
 
 # An idPath that reads a pod label: `.metadata.labels["ray.io/group"]` or `.metadata.labels.app`.
 _LABEL_PATH = re.compile(r'\s*\.metadata\.labels(?:\[\s*"([^"]+)"\s*\]|\.([A-Za-z_][A-Za-z0-9_]*))\s*')
@@ -33,7 +33,8 @@ def _count(instance: Instance, pods: int) -> str:
     "replicas lies within [minReplicas, maxReplicas]; outside it the controller silently clamps it "
     "(a warning only when an autoscaler owns replicas)",
 )
-def replicas_within_bounds(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def replicas_within_bounds(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     soften = Severity.WARN if workload.autoscaling else None
     owner = " (the autoscaler owns replicas)" if workload.autoscaling else ""
     for instance in _scaled(workload):
@@ -63,7 +64,8 @@ def replicas_within_bounds(workload: ResolvedWorkload, settings: PolicySettings)
 
 
 @rule("min-not-above-max", Severity.DENY, "minReplicas is not greater than maxReplicas")
-def min_not_above_max(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def min_not_above_max(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for instance in _scaled(workload):
         scale = instance.scale
         assert scale is not None
@@ -79,7 +81,8 @@ def min_not_above_max(workload: ResolvedWorkload, settings: PolicySettings) -> I
 
 
 @rule("non-negative-scale", Severity.DENY, "replicas, minReplicas and maxReplicas are not negative")
-def non_negative_scale(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def non_negative_scale(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for instance in _scaled(workload):
         scale = instance.scale
         assert scale is not None
@@ -99,7 +102,8 @@ def non_negative_scale(workload: ResolvedWorkload, settings: PolicySettings) -> 
     Severity.DENY,
     "every replica has at least one pod (KubeRay numOfHosts >= 1; 0 silently gives the group no pods)",
 )
-def pods_per_replica(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def pods_per_replica(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for instance in workload.instances():
         per_replica = instance.pods_per_replica
         if per_replica is not None and per_replica < 1:
@@ -114,7 +118,8 @@ def pods_per_replica(workload: ResolvedWorkload, settings: PolicySettings) -> It
 
 
 @rule("unique-instance-ids", Severity.DENY, "instance ids (e.g. worker group names) are unique")
-def unique_instance_ids(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def unique_instance_ids(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for resolved in workload.components.values():
         seen: dict[str, Instance] = {}
         for instance in resolved.instances:
@@ -135,7 +140,8 @@ def unique_instance_ids(workload: ResolvedWorkload, settings: PolicySettings) ->
     Severity.DENY,
     "instance ids that pods carry as a label value are valid label values",
 )
-def instance_id_label_value(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def instance_id_label_value(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for resolved in workload.components.values():
         selector = resolved.component.pod_selector
         match = _LABEL_PATH.fullmatch(selector.instance_id_path) if selector and selector.instance_id_path else None
@@ -158,7 +164,8 @@ def instance_id_label_value(workload: ResolvedWorkload, settings: PolicySettings
     Severity.DENY,
     "instance ids do not take a value reserved by the definition (Ray: a worker group named headgroup)",
 )
-def reserved_instance_id(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def reserved_instance_id(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for name, resolved in workload.components.items():
         reserved = workload.definition.hints.for_component(name).reserved_instance_ids
         for instance in resolved.instances:
@@ -176,7 +183,8 @@ def reserved_instance_id(workload: ResolvedWorkload, settings: PolicySettings) -
     Severity.DENY,
     "every pod template has at least one container",
 )
-def pod_template_containers(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def pod_template_containers(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for instance in workload.instances():
         pod = instance.pod
         if pod is None or pod.spec is None:
@@ -192,6 +200,7 @@ def pod_template_containers(workload: ResolvedWorkload, settings: PolicySettings
     Severity.WARN,
     "the object can be read through its Karta definition (otherwise the other rules see less of it)",
 )
-def definition_resolution(workload: ResolvedWorkload, settings: PolicySettings) -> Iterator[Finding]:
+def definition_resolution(ctx: RuleContext) -> Iterator[Finding]:
+    workload = ctx.workload
     for error in workload.all_errors():
         yield Finding(None, f"the {workload.definition.name} definition cannot read this object: {error}")

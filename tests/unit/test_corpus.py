@@ -1,0 +1,86 @@
+"""KubeRay's own samples: every one resolves as KubeRay computes it, and none is denied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.corpus import EXPECTED_RAY_OBJECTS, ray_object_params, ray_objects, requires_corpus
+from webhook.checker import Checker
+from webhook.config import parse_config
+from webhook.gang import group_infos
+from webhook.karta.registry import DefinitionSet
+from webhook.kube.defaults import CRDDefaults
+from webhook.policy.model import Severity
+
+CHECKER = Checker(DefinitionSet.builtin(), parse_config({}, "test"))
+INT32_MAX = 2**31 - 1
+CLUSTER_SPEC = {"RayService": ("rayClusterConfig",), "RayCluster": (), "RayJob": ("rayClusterSpec",)}
+
+
+def cluster_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    spec = obj["spec"]
+    for key in CLUSTER_SPEC[obj["kind"]]:
+        spec = spec.get(key)
+        if spec is None:
+            return None
+    return spec  # type: ignore[no-any-return]
+
+
+def kuberay_pods(group: dict[str, Any], field: str) -> int:
+    """A group's replicas/min/max in pods, the way KubeRay counts them (reference/kuberay.md §3)."""
+    hosts = group.get("numOfHosts", 1)
+    value = group.get(field)
+    if field == "replicas" and value is None:
+        value = group.get("minReplicas", 0)
+    return min(value * hosts, INT32_MAX)
+
+
+@requires_corpus
+def test_corpus_holds_every_ray_object() -> None:
+    assert len(list(ray_objects())) == EXPECTED_RAY_OBJECTS
+
+
+@pytest.mark.parametrize(("path", "raw"), ray_object_params())
+def test_sample_resolves_like_kuberay_and_is_not_denied(path: str, raw: dict[str, Any]) -> None:
+    obj = CRDDefaults.packaged().apply(raw)
+    compiled = CHECKER.definition_for(obj)
+    assert compiled is not None
+    workload = compiled.resolve(obj)
+    assert workload.all_errors() == []
+    spec = cluster_spec(obj)
+    groups = (spec or {}).get("workerGroupSpecs") or []
+    workers = workload.components["worker"].instances
+    assert [w.id for w in workers] == [g["groupName"] for g in groups]
+    for group, worker in zip(groups, workers, strict=True):
+        assert worker.scale is not None
+        assert worker.scale.replicas == kuberay_pods(group, "replicas")
+        assert worker.scale.min_replicas == kuberay_pods(group, "minReplicas")
+        assert worker.scale.max_replicas == kuberay_pods(group, "maxReplicas")
+        assert worker.pods_per_replica == group["numOfHosts"]
+    (head,) = workload.components["head"].instances
+    assert (head.pod is not None) == (spec is not None)
+    # The gang: the head and every worker group's effective minimum, in pods.
+    expected_gang = 1 + sum(
+        kuberay_pods(g, "minReplicas") or kuberay_pods(g, "replicas") for g in groups
+    )
+    member = "raycluster"
+    assert workload.subtree_scale(member) == expected_gang
+    infos = group_infos(workload)
+    assert infos[(member, None)].size == workload.subtree_scale(member)
+
+    verdict = CHECKER.verdict(obj)
+    assert verdict is not None and verdict.allowed
+    assert [v for v in verdict.violations if v.severity is Severity.DENY] == []
+
+
+@requires_corpus
+def test_corpus_warnings_are_the_expected_few() -> None:
+    """The samples are real: the only findings are advisory (GPU taint tolerations)."""
+    rules = set()
+    for _, raw in ray_objects():
+        verdict = CHECKER.verdict(CRDDefaults.packaged().apply(raw))
+        assert verdict is not None
+        rules.update(v.rule for v in verdict.violations)
+    assert rules <= {"gpu-toleration", "gpu-on-head", "gpu-node-selector"}

@@ -1,0 +1,232 @@
+"""Native evaluation of the jq paths that are plain field chains, and input pruning for the rest.
+
+Most Karta paths are `.a.b["c"][]?.d` or a literal. Feeding a document to libjq costs about 45 µs
+per KB (the JSON text has to be parsed into jq values), far more than walking a dict, so these paths
+are evaluated here with jq's exact semantics (null propagation, errors, `[]?`, sorted object keys as
+gojq iterates them). A path outside that subset still goes to libjq, but it is given only the parts
+of the document it can reach, when its form proves that (see `root_prefix`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.karta.jqcheck import JqSyntaxError, Token, tokenize
+
+PathPart = str | int
+Location = tuple[PathPart, ...]
+
+
+class NativeError(ValueError):
+    """A jq runtime error, worded as jq words it."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+
+
+@dataclass(frozen=True)
+class Index:
+    position: int
+
+
+@dataclass(frozen=True)
+class Iterate:
+    optional: bool
+
+
+Step = Field | Index | Iterate
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_STRING = r'"(?:[^"\\]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_STEP = re.compile(
+    rf"\.({_IDENT})"  # .name
+    rf"|\.?\[({_STRING})\]"  # ["name"] or .["name"]
+    r"|\.?\[(-?\d+)\]"  # [0] or .[0]
+    r"|\.?\[\](\?)?"  # [] or []? or .[]
+)
+_LITERAL = re.compile(rf"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|{_STRING}|true|false|null")
+
+
+@dataclass(frozen=True)
+class SimplePath:
+    """A literal, or `.` followed by field, index and iteration steps."""
+
+    steps: tuple[Step, ...]
+    literal: Any = None
+    is_literal: bool = False
+
+    def evaluate(self, document: Any) -> tuple[list[Any], list[Location] | None]:
+        """The outputs and, for a path, where each came from (as jq's path() would give them)."""
+        if self.is_literal:
+            return [self.literal], None
+        items: list[tuple[Any, Location]] = [(document, ())]
+        for step in self.steps:
+            items = list(_apply(step, items))
+        return [v for v, _ in items], [p for _, p in items]
+
+
+def parse_simple(expression: str) -> SimplePath | None:
+    """The expression as a SimplePath, or None when it needs the full jq language."""
+    text = expression.strip()
+    if _LITERAL.fullmatch(text):
+        return SimplePath((), json.loads(text), is_literal=True)
+    if text == ".":
+        return SimplePath(())
+    if not text.startswith("."):
+        return None
+    steps: list[Step] = []
+    position = 0
+    while position < len(text):
+        match = _STEP.match(text, position)
+        if not match:
+            return None
+        name, quoted, number, optional = match.groups()
+        if name is not None:
+            steps.append(Field(name))
+        elif quoted is not None:
+            steps.append(Field(json.loads(quoted)))
+        elif number is not None:
+            steps.append(Index(int(number)))
+        else:
+            steps.append(Iterate(optional is not None))
+        position = match.end()
+    return SimplePath(tuple(steps))
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _apply(step: Step, items: list[tuple[Any, Location]]) -> Iterator[tuple[Any, Location]]:
+    for value, location in items:
+        if isinstance(step, Field):
+            if value is None:
+                yield None, (*location, step.name)
+            elif isinstance(value, dict):
+                yield value.get(step.name), (*location, step.name)
+            else:
+                raise NativeError(f'Cannot index {_type_name(value)} with "{step.name}"')
+        elif isinstance(step, Index):
+            if value is None:
+                yield None, (*location, step.position)
+            elif isinstance(value, list):
+                inside = -len(value) <= step.position < len(value)
+                yield (value[step.position] if inside else None), (*location, step.position)
+            else:
+                raise NativeError(f"Cannot index {_type_name(value)} with number")
+        elif isinstance(value, list):
+            for index, element in enumerate(value):
+                yield element, (*location, index)
+        elif isinstance(value, dict):
+            # gojq iterates object values in sorted key order.
+            for key in sorted(value):
+                yield value[key], (*location, key)
+        elif not step.optional:
+            raise NativeError(f"Cannot iterate over {_type_name(value)}")
+
+
+def root_prefix(expression: str) -> Location | None:
+    """The field chain an expression cannot read outside of, or None when that is not provable.
+
+    Provable forms (after any leading `def`s): `.a.b`, `.a.b | REST`, `.a.b[]? | REST` and
+    `.a.b == <literal>`: after the chain's pipe, `.` is a value under `.a.b`, and nothing in jq gives
+    the root back (`$ENV`, `input` and `$__loc__`-style escapes are refused or shadowed, and no variable
+    is bound before the chain). `as` bindings, `,`, `//` and other operators are not provable.
+    """
+    try:
+        tokens = tokenize(expression)
+    except JqSyntaxError:
+        return None
+    start = _after_definitions(tokens)
+    chain: list[PathPart] = []
+    index = start
+    while index < len(tokens) and tokens[index].kind == "field":
+        chain.append(tokens[index].text)
+        index += 1
+    if not chain:
+        return None
+    rest = tokens[index:]
+    if _is_iteration(rest):
+        rest = rest[3:] if len(rest) >= 3 and rest[2].text == "?" else rest[2:]
+    if not rest or (rest[0].kind == "op" and rest[0].text == "|"):
+        return tuple(chain)
+    if (
+        len(rest) == 2
+        and rest[0].kind == "op"
+        and rest[0].text in {"==", "!="}
+        and (rest[1].kind in {"num", "str"} or (rest[1].kind == "ident" and rest[1].text in {"true", "false", "null"}))
+    ):
+        return tuple(chain)
+    return None
+
+
+def _is_iteration(tokens: Sequence[Token]) -> bool:
+    return len(tokens) >= 2 and tokens[0].text == "[" and tokens[1].text == "]"
+
+
+def _after_definitions(tokens: Sequence[Token]) -> int:
+    """Index of the first token after the leading `def name...: body;` definitions."""
+    index = 0
+    while index < len(tokens) and tokens[index].kind == "ident" and tokens[index].text == "def":
+        depth = 0
+        nesting = 0
+        index += 1
+        while index < len(tokens):
+            token = tokens[index]
+            if token.kind == "op" and token.text in {"(", "[", "{"}:
+                depth += 1
+            elif token.kind == "op" and token.text in {")", "]", "}"}:
+                depth -= 1
+            elif token.kind == "ident" and token.text == "def":
+                nesting += 1
+            elif token.kind == "op" and token.text == ";" and depth == 0:
+                if nesting == 0:
+                    index += 1
+                    break
+                nesting -= 1
+            index += 1
+    return index
+
+
+def prune(document: Any, prefixes: Sequence[Location]) -> Any:
+    """A copy of the document holding only what lies under the given field chains (same paths)."""
+    if not isinstance(document, dict):
+        return document
+    if any(not p for p in prefixes):
+        return document
+    pruned: dict[str, Any] = {}
+    for prefix in prefixes:
+        source: Any = document
+        target = pruned
+        for depth, key in enumerate(prefix):
+            assert isinstance(key, str)
+            if key not in source:
+                break
+            value = source[key]
+            last = depth == len(prefix) - 1
+            if last or not isinstance(value, dict):
+                target[key] = value  # the whole subtree, or a non-object jq will fail on alike
+                break
+            existing = target.get(key)
+            if existing is value:
+                break  # a shorter prefix already took the whole subtree
+            if not isinstance(existing, dict):
+                existing = target[key] = {}
+            target, source = existing, value
+    return pruned
