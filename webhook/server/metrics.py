@@ -77,3 +77,55 @@ def worker_exited(pid: int) -> None:
     """gunicorn child_exit hook: drop the live-gauge files of a dead worker."""
     if os.environ.get(MULTIPROC_ENV):
         prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+# --- Cluster integration (webhook/cluster): watches, owner cache, periodic audit ---------------
+
+CLUSTER_SYNCED = Gauge(
+    "karta_admission_cluster_synced",
+    "1 once the first list of a watched resource is done (a resource the cluster does not serve counts as synced).",
+    ["resource"],
+    multiprocess_mode="livemin",
+)
+CLUSTER_RELISTS = Counter(
+    "karta_admission_cluster_relists_total",
+    "Full lists of a watched resource after the first one, by resource and reason "
+    "(gone: watch expired with 410, error: after a failed list or watch, definitions: the Karta "
+    "definitions changed, requested, missing: retry of a resource the cluster did not serve).",
+    ["resource", "reason"],
+)
+CLUSTER_WATCH_ERRORS = Counter(
+    "karta_admission_cluster_watch_errors_total",
+    "Failed list or watch requests and broken watch streams, by resource and reason.",
+    ["resource", "reason"],
+)
+OWNER_CACHE_ENTRIES = Gauge(
+    "karta_admission_owner_cache_entries",
+    "Owner objects (e.g. RayClusters) whose gang sizes are cached, per worker process.",
+    multiprocess_mode="livemax",
+)
+OWNER_CACHE_EVICTIONS = Counter(
+    "karta_admission_owner_cache_evictions_total",
+    "Owner cache entries dropped because the cache reached its bound.",
+)
+OWNER_CACHE_MISSES = Counter(
+    "karta_admission_owner_cache_misses_total",
+    "Gang size lookups the owner cache could not answer, by reason (absent, uid, stale, unresolved, member).",
+    ["reason"],
+)
+AUDIT_RUNS = Counter(
+    "karta_admission_audit_runs_total",
+    "Periodic audit runs, by outcome (ok, denied, error).",
+    ["outcome"],
+)
+AUDIT_OBJECTS = Gauge(
+    "karta_admission_audit_objects",
+    "Objects of the last periodic audit run, by result (denied, warned, allowed, skipped).",
+    ["result"],
+    multiprocess_mode="livemax",
+)
+AUDIT_LEADER = Gauge(
+    "karta_admission_audit_leader",
+    "1 while this process holds the periodic audit's lease.",
+    multiprocess_mode="livemax",
+)

@@ -1,0 +1,529 @@
+"""Background audit: check the objects already in a cluster with the same rules as admission.
+
+`karta-admission audit` lists every kind that has a definition (paginated), runs `Checker.verdict`
+on each object (objects from the API already carry their CRD defaults) and reports like `check`.
+RayClusters owned by a RayService or RayJob are skipped: their owner is checked, so each problem is
+reported once. `PeriodicAudit` runs the same audit every cluster.auditIntervalSeconds in one place
+per deployment (leader election on a Lease), optionally writing PolicyReports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from webhook.checker import Checker, Verdict, load_definitions
+from webhook.config import Config
+from webhook.karta.model import GVK
+from webhook.karta.registry import DefinitionSet
+from webhook.policy.model import Severity
+from webhook.server import logs, metrics
+
+from .kartas import cluster_definition_set
+from .kube import (
+    CONNECTION_ERRORS,
+    SERVICE_ACCOUNT_DIR,
+    ClusterUnavailable,
+    api_error,
+    close_client,
+    connection_error,
+    controller_of,
+    discover,
+    iter_pages,
+    load_api_client,
+    server_of,
+)
+from .leader import LeaseElector, LeaseTimings
+from .reports import ObjectRef, PolicyReportWriter, ReportStats, ReportsUnavailable
+
+log = logs.get("cluster.audit")
+
+EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
+PROGRESS_EVERY = 500
+# Without a terminal, progress lines only on clusters this large (a log, not a live counter).
+PROGRESS_QUIET_UNTIL = 5_000
+DEFAULT_LEASE_NAME = "karta-admission-audit"
+
+
+@dataclass(frozen=True)
+class AuditedObject:
+    ref: ObjectRef
+    verdict: Verdict
+
+    def as_dict(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "apiVersion": self.ref.api_version,
+            "kind": self.ref.kind,
+            "name": self.ref.name,
+            "namespace": self.ref.namespace,
+            "allowed": v.allowed,
+            "definition": v.definition,
+            "violations": [violation.as_dict() for violation in v.violations],
+        }
+
+
+@dataclass
+class AuditReport:
+    checked: list[AuditedObject] = field(default_factory=list)
+    # kind -> {owner kind -> count}: objects left to their owner's check
+    skipped_owned: dict[str, Counter[str]] = field(default_factory=dict)
+    not_served: list[GVK] = field(default_factory=list)
+    failed_kinds: set[GVK] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def denied(self) -> int:
+        return sum(1 for c in self.checked if not c.verdict.allowed)
+
+    @property
+    def warned(self) -> int:
+        return sum(1 for c in self.checked if c.verdict.allowed and c.verdict.violations)
+
+    @property
+    def skipped(self) -> int:
+        return sum(sum(c.values()) for c in self.skipped_owned.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return EXIT_ERROR
+        return EXIT_DENIED if self.denied else EXIT_OK
+
+
+def audited_kinds(definitions: DefinitionSet) -> list[GVK]:
+    return [k for k in definitions.kinds() if not (k.group == "" and k.kind == "Pod")]
+
+
+def run_audit(
+    api_client: k8s.ApiClient,
+    checker: Checker,
+    *,
+    namespaces: Sequence[str] = (),
+    page_size: int = PROGRESS_EVERY,
+    progress: Callable[[int], None] | None = None,
+    timeout: tuple[float, float] = (10, 60),
+) -> AuditReport:
+    """Check every object of every kind with a definition, in all namespaces or the given ones.
+
+    Connection failures propagate (nothing useful can be said); API errors for one kind are recorded
+    and the other kinds are still checked.
+    """
+    report = AuditReport()
+    kinds = audited_kinds(checker.definitions)
+    root_kinds = set(kinds)
+    seen = 0
+    for kind in kinds:
+        try:
+            resource = discover(api_client, kind, timeout)
+        except ApiException as exc:
+            report.errors.append(f"{kind}: cannot look up the resource: {api_error(exc)}")
+            report.failed_kinds.add(kind)
+            continue
+        if resource is None:
+            report.not_served.append(kind)
+            continue
+        if namespaces and not resource.namespaced:
+            report.notes.append(f"{kind} is cluster-scoped; not checked when namespaces are given")
+            continue
+        for namespace in _namespaces_or_all(namespaces):
+            try:
+                for page, _ in iter_pages(
+                    api_client, resource, namespace=namespace, page_size=page_size, timeout=timeout
+                ):
+                    for obj in page:
+                        owner = controller_of(obj)
+                        owner_kind = GVK.of(owner) if owner else None
+                        if owner_kind is not None and owner_kind != kind and owner_kind in root_kinds:
+                            report.skipped_owned.setdefault(kind.kind, Counter())[owner_kind.kind] += 1
+                            continue
+                        verdict = checker.verdict(obj)
+                        if verdict is None:
+                            continue
+                        report.checked.append(AuditedObject(ObjectRef.of(obj), verdict))
+                        seen += 1
+                        if progress is not None:
+                            progress(seen)
+            except ApiException as exc:
+                where = f" in namespace {namespace}" if namespace else ""
+                report.errors.append(f"{kind}: cannot list{where}: {api_error(exc)}")
+                report.failed_kinds.add(kind)
+    return report
+
+
+def _namespaces_or_all(namespaces: Sequence[str]) -> list[str | None]:
+    return list(namespaces) if namespaces else [None]
+
+
+def _name(audited: AuditedObject) -> str:
+    ref = audited.ref
+    return f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+
+
+def summary_line(report: AuditReport) -> str:
+    total = len(report.checked)
+    clean = total - report.denied - report.warned
+    line = (
+        f"{total} object{'s' if total != 1 else ''} checked: {report.denied} denied, "
+        f"{report.warned} allowed with warnings, {clean} allowed"
+    )
+    for kind, owners in sorted(report.skipped_owned.items()):
+        count = sum(owners.values())
+        by = " or ".join(sorted(owners))
+        line += f"; {count} {kind}{'s' if count != 1 else ''} owned by a {by} skipped (checked through the owner)"
+    return line
+
+
+def print_text(report: AuditReport, out: TextIO) -> None:
+    """Objects with violations in the layout of `check`, then one summary line."""
+    for audited in report.checked:
+        v = audited.verdict
+        if not v.violations:
+            continue
+        status = "DENIED" if not v.allowed else "allowed with warnings"
+        print(f"{v.kind} {_name(audited)}: {status}", file=out)
+        for violation in v.violations:
+            label = "deny" if violation.severity is Severity.DENY else "warn"
+            print(f"  {label}  {violation.rule}  {violation.path or '(object)'}", file=out)
+            print(f"        {violation.message}", file=out)
+    print(summary_line(report), file=out)
+
+
+class _Progress:
+    """Progress on stderr: every PROGRESS_EVERY objects on a terminal, on large clusters otherwise."""
+
+    def __init__(self, stream: TextIO, every: int = PROGRESS_EVERY, quiet_until: int = PROGRESS_QUIET_UNTIL) -> None:
+        self.stream = stream
+        self.every = every
+        self.tty = stream.isatty()
+        self.quiet_until = quiet_until
+        self.printed = False
+
+    def __call__(self, count: int) -> None:
+        if count % self.every or not (self.tty or count >= self.quiet_until):
+            return
+        if self.tty:
+            self.stream.write(f"\rchecked {count} objects...")
+        else:
+            self.stream.write(f"checked {count} objects...\n")
+        self.stream.flush()
+        self.printed = True
+
+    def done(self) -> None:
+        if self.printed and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def prepare_checker(api_client: k8s.ApiClient, config: Config, base: DefinitionSet) -> tuple[Checker, list[str]]:
+    """A checker with the definitions the webhook in that cluster uses (its Karta objects over base)."""
+    if not config.cluster.watch_kartas:
+        return Checker(base, config), []
+    definitions, notes = cluster_definition_set(api_client, base)
+    return Checker(definitions, config), notes
+
+
+def audit_command(args: argparse.Namespace, config: Config) -> int:
+    base = load_definitions(config)
+    try:
+        api_client = load_api_client(args.kubeconfig, args.context)
+    except ClusterUnavailable as exc:
+        print(f"karta-admission: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    server = server_of(api_client)
+    progress = _Progress(sys.stderr)
+    stats: ReportStats | None = None
+    try:
+        checker, notes = prepare_checker(api_client, config, base)
+        writer = PolicyReportWriter(api_client, config) if args.policy_reports else None
+        if writer is not None:
+            writer.ensure_available()
+        report = run_audit(api_client, checker, namespaces=list(args.namespace), progress=progress)
+        progress.done()
+        report.notes[:0] = notes
+        if writer is not None:
+            stats = writer.sync(
+                ((a.ref, a.verdict) for a in report.checked),
+                list(args.namespace),
+                keep_kinds=report.failed_kinds,
+            )
+            report.errors.extend(stats.errors)
+    except ReportsUnavailable as exc:
+        progress.done()
+        print(f"karta-admission: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except CONNECTION_ERRORS as exc:
+        progress.done()
+        print(
+            f"karta-admission: cannot reach the Kubernetes API server at {server}: {connection_error(exc)}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    except ApiException as exc:
+        progress.done()
+        print(
+            f"karta-admission: the Kubernetes API server at {server} refused: {api_error(exc)}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    finally:
+        close_client(api_client)
+    for note in report.notes:
+        print(f"karta-admission: note: {note}", file=sys.stderr)
+    for kind in report.not_served:
+        print(
+            f"karta-admission: note: the cluster does not serve {kind} (CRD not installed); not checked",
+            file=sys.stderr,
+        )
+    for error in report.errors:
+        print(f"karta-admission: {error}", file=sys.stderr)
+    if args.output == "json":
+        json.dump([a.as_dict() for a in report.checked], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_text(report, sys.stdout)
+    if stats is not None:
+        print(f"karta-admission: {stats}", file=sys.stderr)
+    return report.exit_code
+
+
+# --- periodic audit ---------------------------------------------------------------------------
+
+
+def release_namespace() -> str:
+    """Where the audit's Lease lives: $POD_NAMESPACE, else the service account's namespace."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+class AuditLoop:
+    """The periodic audit in this process: a lease elector plus, while leading, an audit thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        api_client: k8s.ApiClient,
+        *,
+        lease_namespace: str | None = None,
+        lease_name: str = DEFAULT_LEASE_NAME,
+        identity: str | None = None,
+        interval_seconds: float | None = None,
+        timings: LeaseTimings | None = None,
+        base: DefinitionSet | None = None,
+    ) -> None:
+        self.config = config
+        self.api_client = api_client
+        self.interval = (
+            interval_seconds if interval_seconds is not None else float(config.cluster.audit_interval_seconds)
+        )
+        if self.interval <= 0:
+            raise ValueError("the periodic audit needs cluster.auditIntervalSeconds > 0")
+        self.base = base or load_definitions(config)
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.elector = LeaseElector(
+            api_client, lease_namespace or release_namespace(), lease_name, self.identity,
+            on_started_leading=self._start_auditing, on_stopped_leading=self._stop_auditing, timings=timings,
+        )  # fmt: skip
+        self.runs = 0
+        self.last_report: AuditReport | None = None
+        self.last_stats: ReportStats | None = None
+        self._halt = threading.Event()  # set: the audit thread ends after its current run
+        self._auditor: threading.Thread | None = None
+        self._reports_missing_logged = False
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader
+
+    def start(self) -> None:
+        self.elector.start()
+
+    def stop(self) -> None:
+        self.elector.stop()
+        self._stop_auditing()
+
+    def _start_auditing(self) -> None:
+        self._halt.clear()
+        self._auditor = threading.Thread(target=self._audit_loop, name="karta-admission-audit", daemon=True)
+        self._auditor.start()
+
+    def _stop_auditing(self) -> None:
+        self._halt.set()
+        auditor, self._auditor = self._auditor, None
+        if auditor is not None and auditor is not threading.current_thread():
+            auditor.join(30)
+
+    def _audit_loop(self) -> None:
+        while not self._halt.is_set():
+            self.run_once()
+            self._halt.wait(self.interval)
+
+    def run_once(self) -> AuditReport | None:
+        started = time.monotonic()
+        try:
+            checker, notes = prepare_checker(self.api_client, self.config, self.base)
+            report = run_audit(self.api_client, checker, namespaces=self.config.cluster.audit_namespaces)
+            report.notes[:0] = notes
+            if self.config.cluster.policy_reports:
+                self._write_reports(report)
+        except (ApiException, *CONNECTION_ERRORS) as exc:
+            metrics.AUDIT_RUNS.labels("error").inc()
+            logs.event(log, logging.WARNING, f"periodic audit failed: {connection_error(exc)}")
+            return None
+        self.runs += 1
+        self.last_report = report
+        outcome = "error" if report.errors else ("denied" if report.denied else "ok")
+        metrics.AUDIT_RUNS.labels(outcome).inc()
+        clean = len(report.checked) - report.denied - report.warned
+        for result, count in (("denied", report.denied), ("warned", report.warned), ("allowed", clean),
+                              ("skipped", report.skipped)):  # fmt: skip
+            metrics.AUDIT_OBJECTS.labels(result).set(count)
+        logs.event(
+            log, logging.INFO, "periodic audit done: " + summary_line(report),
+            checked=len(report.checked), denied=report.denied, warned=report.warned, skipped=report.skipped,
+            errors=report.errors, notes=report.notes, duration_s=round(time.monotonic() - started, 3),
+            denied_objects=[f"{a.ref.kind} {_name(a)}" for a in report.checked if not a.verdict.allowed][:50],
+            policy_reports=str(self.last_stats) if self.last_stats else None,
+        )  # fmt: skip
+        return report
+
+    def _write_reports(self, report: AuditReport) -> None:
+        writer = PolicyReportWriter(self.api_client, self.config)
+        try:
+            self.last_stats = writer.sync(
+                ((a.ref, a.verdict) for a in report.checked),
+                self.config.cluster.audit_namespaces,
+                keep_kinds=report.failed_kinds,
+            )
+            report.errors.extend(self.last_stats.errors)
+            self._reports_missing_logged = False
+        except ReportsUnavailable as exc:
+            if not self._reports_missing_logged:
+                logs.event(log, logging.ERROR, f"cluster.policyReports is on, but: {exc}")
+                self._reports_missing_logged = True
+            report.errors.append(str(exc))
+
+
+_CHILD_MAIN = "import sys; from webhook.cluster.audit import _periodic_main; sys.exit(_periodic_main())"
+
+
+@dataclass(frozen=True)
+class _LoopParameters:
+    config: Config
+    kubeconfig: Path | None
+    context: str | None
+    lease_namespace: str | None
+    lease_name: str
+    identity: str | None
+    timings: LeaseTimings | None
+    log_level: str
+
+
+class PeriodicAudit:
+    """The periodic audit in a child process of its own, started and stopped by the server.
+
+    A child process rather than threads: gunicorn's master forks workers, and a fork while an audit
+    thread holds a lock (logging, metrics files, HTTP pools) would leave that lock held forever in the
+    new worker. The child talks to the cluster with its own client (in-cluster by default), elects a
+    leader among all replicas through the Lease and audits only while leading. It stops when asked
+    (SIGTERM, sent by stop()) or when its parent is gone.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        lease_namespace: str | None = None,
+        lease_name: str = DEFAULT_LEASE_NAME,
+        identity: str | None = None,
+        timings: LeaseTimings | None = None,
+        log_level: str = "info",
+    ) -> None:
+        if config.cluster.audit_interval_seconds <= 0:
+            raise ValueError("the periodic audit needs cluster.auditIntervalSeconds > 0")
+        self.parameters = _LoopParameters(
+            config, kubeconfig, context, lease_namespace, lease_name, identity, timings, log_level
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-c", _CHILD_MAIN], stdin=subprocess.PIPE, close_fds=True
+        )
+        assert process.stdin is not None
+        process.stdin.write(pickle.dumps(self.parameters))
+        process.stdin.close()
+        self.process = process
+
+    def stop(self, timeout: float = 15.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        metrics.worker_exited(process.pid)  # its live gauges go with it
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _periodic_main() -> int:
+    """Entry point of the PeriodicAudit child: parameters arrive pickled on stdin from the parent."""
+    parameters: _LoopParameters = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 (our parent wrote it)
+    logs.configure(parameters.log_level)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    parent = os.getppid()
+    try:
+        api_client = load_api_client(parameters.kubeconfig, parameters.context)
+    except ClusterUnavailable as exc:
+        logs.event(log, logging.ERROR, f"periodic audit disabled: {exc}")
+        return EXIT_ERROR
+    loop = AuditLoop(
+        parameters.config,
+        api_client,
+        lease_namespace=parameters.lease_namespace,
+        lease_name=parameters.lease_name,
+        identity=parameters.identity,
+        timings=parameters.timings,
+    )
+    loop.start()
+    while not stopping.wait(1.0):
+        if os.getppid() != parent:
+            break  # the server is gone
+    loop.stop()
+    close_client(api_client)
+    return EXIT_OK

@@ -1,0 +1,70 @@
+"""What a server worker starts after fork: the Karta watch and the owner cache, in background threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubernetes import client as k8s
+
+from webhook.admission import NoOwnerIndex, OwnerIndex
+from webhook.checker import Checker
+from webhook.config import Config
+
+from .kartas import KartaWatch
+from .kube import WatchSettings, close_client, load_api_client
+from .owners import DEFAULT_MAX_ENTRIES, OwnerCache
+
+Readiness = Callable[[], tuple[bool, str]]
+
+
+@dataclass
+class ClusterIntegration:
+    owner_index: OwnerIndex
+    readiness: list[Readiness] = field(default_factory=list)
+    kartas: KartaWatch | None = None
+    owners: OwnerCache | None = None
+    api_client: k8s.ApiClient | None = None
+
+    def stop(self) -> None:
+        if self.kartas is not None:
+            self.kartas.stop()
+        if self.owners is not None:
+            self.owners.stop()
+        if self.api_client is not None:
+            close_client(self.api_client)
+            self.api_client = None
+
+
+def start_cluster_integration(
+    checker: Checker,
+    config: Config,
+    *,
+    api_client: k8s.ApiClient | None = None,
+    settings: WatchSettings | None = None,
+    max_owner_entries: int = DEFAULT_MAX_ENTRIES,
+) -> ClusterIntegration:
+    """Start watching, per config.cluster; returns at once (first lists run in background threads and
+    the readiness checks say False until they are done).
+
+    Without api_client, builds one (in-cluster, then kubeconfig); raises kube.NoClusterConfigured when
+    there is no cluster, so the caller can run without cluster features.
+    """
+    settings_ = config.cluster
+    if not (settings_.watch_kartas or settings_.owner_cache):
+        return ClusterIntegration(NoOwnerIndex())
+    client = api_client if api_client is not None else load_api_client()
+    integration = ClusterIntegration(NoOwnerIndex(), api_client=None if api_client is not None else client)
+    if settings_.owner_cache:
+        integration.owners = OwnerCache(checker, client, settings=settings, max_entries=max_owner_entries)
+        integration.owner_index = integration.owners
+        integration.readiness.append(integration.owners.readiness)
+    if settings_.watch_kartas:
+        integration.kartas = KartaWatch(checker, client, settings)
+        if integration.owners is not None:
+            integration.kartas.add_listener(integration.owners.on_definitions)
+        integration.readiness.append(integration.kartas.readiness)
+        integration.kartas.start()
+    if integration.owners is not None:
+        integration.owners.start()
+    return integration
