@@ -66,7 +66,7 @@ class Defaulter:
         for source in self._sources:
             if source.knows(api_version, kind):
                 return source.apply(obj)
-        return dict(obj)
+        return {str(k): v for k, v in obj.items()}
 
 
 def _documents(name: str) -> Iterator[tuple[int, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from webhook.karta.definitions import schema_problems
-from webhook.policy.engine import RULES
+from webhook.policy.engine import RULES  # the registry, once every rule module is imported
 from webhook.policy.model import (
     DEFAULT_GPU_NODE_LABEL_KEYS,
     DEFAULT_GPU_PATTERNS,

@@ -123,8 +123,10 @@ def pod_requests(spec: Mapping[str, Any] | None) -> dict[str, str]:
         resources = container.get("resources") if isinstance(container, Mapping) else None
         if not isinstance(resources, Mapping):
             continue
-        requests = resources.get("requests") if isinstance(resources.get("requests"), Mapping) else {}
-        limits = resources.get("limits") if isinstance(resources.get("limits"), Mapping) else {}
+        requests: Any = resources.get("requests") or {}
+        limits: Any = resources.get("limits") or {}
+        if not isinstance(requests, Mapping) or not isinstance(limits, Mapping):
+            continue
         for name in {*requests, *limits}:
             try:
                 amount = parse_quantity(requests.get(name, limits.get(name)))

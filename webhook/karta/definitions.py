@@ -55,7 +55,7 @@ class DefinitionError(ValueError):
 def _schema_validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads(resources.files("webhook").joinpath("schemas", name).read_text())
     validator_class = jsonschema.validators.validator_for(schema)
-    return validator_class(schema)  # type: ignore[no-any-return]
+    return validator_class(schema)
 
 
 def schema_problems(schema_name: str, document: Any, prefix: str = "") -> list[str]:
@@ -325,11 +325,12 @@ def jq_fields(definition: KartaDefinition) -> list[tuple[str, str]]:
             if c.pod_selector.replica_key_path:
                 fields.append((f"{where} podSelector.replicaSelector.keyPath", c.pod_selector.replica_key_path))
     for g in definition.pod_groups:
-        for m in g.members:
-            for i, path in enumerate(m.group_by_key_paths):
-                fields.append((f"podGroup '{g.name}' member '{m.component_name}' groupByKeyPaths[{i}]", path))
-            for i, path in enumerate(m.filters):
-                fields.append((f"podGroup '{g.name}' member '{m.component_name}' filters[{i}]", path))
+        for member in g.members:
+            where = f"podGroup '{g.name}' member '{member.component_name}'"
+            for i, path in enumerate(member.group_by_key_paths):
+                fields.append((f"{where} groupByKeyPaths[{i}]", path))
+            for i, path in enumerate(member.filters):
+                fields.append((f"{where} filters[{i}]", path))
     hints = definition.hints
     if hints.autoscaling_path:
         fields.append((f"annotation {HINTS_ANNOTATION} autoscalingPath", hints.autoscaling_path))
@@ -343,7 +344,7 @@ def jq_fields(definition: KartaDefinition) -> list[tuple[str, str]]:
 
 def jq_problems(definition: KartaDefinition) -> list[str]:
     """Refuse unsafe or uncompilable jq before anything is ever evaluated."""
-    problems = []
+    problems: list[str] = []
     for where, expression in jq_fields(definition):
         refusals = jqcheck.check_expression(expression)
         if refusals:

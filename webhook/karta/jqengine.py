@@ -163,9 +163,10 @@ def to_int32(value: Any) -> int | None:
         if not math.isfinite(value) or not value.is_integer():
             raise ConversionError(f"cannot use {go_format(value)} as an integer")
         value = int(value)
-    if not INT32_MIN <= value <= INT32_MAX:
-        raise ConversionError(f"{value} overflows a 32-bit integer")
-    return value
+    number = int(value)
+    if not INT32_MIN <= number <= INT32_MAX:
+        raise ConversionError(f"{number} overflows a 32-bit integer")
+    return number
 
 
 def to_string(value: Any) -> str:

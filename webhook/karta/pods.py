@@ -74,7 +74,7 @@ class PodClassifier:
     def _member_candidates(self, leaf: Component) -> list[tuple[str, PodGroupMember]]:
         """podGroups members that name the component itself first, then its ancestors, in YAML order."""
         lineage = [leaf.name, *(a.name for a in self.definition.ancestors(leaf.name))]
-        candidates = []
+        candidates: list[tuple[str, PodGroupMember]] = []
         for name in lineage:
             for group in self.definition.pod_groups:
                 candidates.extend((group.name, m) for m in group.members if m.component_name == name)

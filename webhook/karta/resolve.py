@@ -292,10 +292,10 @@ def _pod_views(c: Component, count: int, aligned: Any) -> list[PodView | None]:
         got = aligned("podSpec", "podSpecPath")
         metadata = aligned("metadata", "metadataPath") if c.spec.metadata_path else None
         if got is not None:
-            for i, (spec, location) in enumerate(zip(*got, strict=True)):
+            for i, (pod_spec, location) in enumerate(zip(*got, strict=True)):
                 meta = metadata[0][i] if metadata is not None else None
                 views[i] = PodView(
-                    spec=spec if isinstance(spec, Mapping) else None,
+                    spec=pod_spec if isinstance(pod_spec, Mapping) else None,
                     metadata=meta if isinstance(meta, Mapping) else None,
                     spec_location=location,
                 )
@@ -307,30 +307,30 @@ def _pod_views(c: Component, count: int, aligned: Any) -> list[PodView | None]:
         if got is not None:
             fragments[fragment] = got
     for i in range(count):
-        spec: dict[str, Any] = {}
-        metadata: dict[str, Any] = {}
+        assembled: dict[str, Any] = {}
+        labels: dict[str, Any] = {}
         if "containersPath" in fragments:
-            spec["containers"] = fragments["containersPath"][0][i]
+            assembled["containers"] = fragments["containersPath"][0][i]
         elif "containerPath" in fragments:
-            spec["containers"] = [fragments["containerPath"][0][i]]
+            assembled["containers"] = [fragments["containerPath"][0][i]]
         elif "resourcesPath" in fragments:
-            spec["containers"] = [{"name": "", "resources": fragments["resourcesPath"][0][i]}]
+            assembled["containers"] = [{"name": "", "resources": fragments["resourcesPath"][0][i]}]
         if "schedulerNamePath" in fragments:
-            spec["schedulerName"] = fragments["schedulerNamePath"][0][i]
+            assembled["schedulerName"] = fragments["schedulerNamePath"][0][i]
         if "priorityClassNamePath" in fragments:
-            spec["priorityClassName"] = fragments["priorityClassNamePath"][0][i]
-        affinity = {}
+            assembled["priorityClassName"] = fragments["priorityClassNamePath"][0][i]
+        affinity: dict[str, Any] = {}
         if "nodeAffinityPath" in fragments:
             affinity["nodeAffinity"] = fragments["nodeAffinityPath"][0][i]
         if "podAffinityPath" in fragments:
             affinity["podAffinity"] = fragments["podAffinityPath"][0][i]
         if affinity:
-            spec["affinity"] = affinity
+            assembled["affinity"] = affinity
         if "labelsPath" in fragments:
-            metadata["labels"] = fragments["labelsPath"][0][i]
+            labels["labels"] = fragments["labelsPath"][0][i]
         if "annotationsPath" in fragments:
-            metadata["annotations"] = fragments["annotationsPath"][0][i]
-        views[i] = PodView(spec=spec or None, metadata=metadata or None, spec_location=None)
+            labels["annotations"] = fragments["annotationsPath"][0][i]
+        views[i] = PodView(spec=assembled or None, metadata=labels or None, spec_location=None)
     return views
 
 

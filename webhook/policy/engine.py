@@ -9,6 +9,8 @@ from webhook.karta.resolve import ResolvedWorkload
 from webhook.policy import gpu, kuberay, scale  # noqa: F401  (importing registers the rules)
 from webhook.policy.model import RULES, PolicySettings, RuleContext, Severity, Violation, where
 
+__all__ = ["RULES", "demote_existing", "denied", "evaluate"]
+
 
 def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Violation]:
     """Every violation of every enabled rule, in rule registration order."""
