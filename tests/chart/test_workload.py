@@ -237,7 +237,7 @@ def test_rbac_with_audit_reports_and_extra_kinds_exactly(render_set) -> None:
         {"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayservices", "rayjobs"], "verbs": READ},
         {"apiGroups": ["example.com"], "resources": ["trainingjobs"], "verbs": READ},
         {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"],
-         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+         "verbs": ["list", "create", "patch", "delete"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
          "resourceNames": ["karta-admission"], "verbs": ["get", "update", "patch"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
