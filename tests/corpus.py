@@ -47,4 +47,4 @@ def ray_object_params() -> list[Any]:
     objects = list(ray_objects())
     if not objects:
         return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"KubeRay corpus not found at {CORPUS}"))]
-    return [pytest.param(f, o, id=f"{f}:{o['metadata']['name']}") for f, o in objects]
+    return [pytest.param(f, o, id=f"{f}:{o['metadata'].get('name') or o['metadata'].get('generateName')}") for f, o in objects]

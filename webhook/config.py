@@ -83,7 +83,20 @@ def load_config(path: Path | None) -> Config:
     return parse_config(raw if raw is not None else {}, str(path))
 
 
+def _yaml_off(raw: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false; in `mode` and `rules` it can only mean "off"."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    if raw.get("mode") is False:
+        raw["mode"] = "off"
+    if isinstance(raw.get("rules"), dict):
+        raw["rules"] = {k: ("off" if v is False else v) for k, v in raw["rules"].items()}
+    return raw
+
+
 def parse_config(raw: Any, source: str) -> Config:
+    raw = _yaml_off(raw)
     problems = schema_problems("config.schema.json", raw)
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  - " + "\n  - ".join(problems))
