@@ -8,7 +8,7 @@ TOOLS := .tools/bin
 CERTS := certs
 BIND ?= 127.0.0.1:8443
 
-.PHONY: help venv tools certs run test test-fast lint fmt bench fuzz chart-test clean
+.PHONY: help venv tools certs run test test-fast lint fmt bench fuzz crd-defaults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -59,6 +59,9 @@ bench: $(STAMP) tools ## benchmark the real server against a no-op baseline (doc
 
 fuzz: $(STAMP) ## long fuzzing run of the HTTP endpoints (100,000 generated reviews)
 	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q -p no:randomly tests/e2e/test_fuzz.py
+
+crd-defaults: $(STAMP) ## regenerate webhook/kube/data/crd_defaults.json from KubeRay's CRDs
+	$(BIN)/python scripts/gen_crd_defaults.py --out webhook/kube/data/crd_defaults.json ../shared/corpus/kuberay/crd/ray.io_*.yaml
 
 clean: ## remove the virtualenv, tools, certificates and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -15,7 +15,7 @@ import yaml
 from webhook.checker import Checker, Verdict, load_definitions
 from webhook.config import Config
 from webhook.karta.definitions import DefinitionError, load_documents, load_file
-from webhook.kube.defaults import CRDDefaults
+from webhook.kube.defaults import CRDDefaults, CRDSchemaError
 from webhook.policy.model import RULES, Severity
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -150,8 +150,8 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
     checker = Checker(load_definitions(config), config)
     try:
         defaulter = Defaulter(list(args.crd))
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"karta-admission: --crd: cannot read: {exc}", file=sys.stderr)
+    except (OSError, yaml.YAMLError, CRDSchemaError) as exc:
+        print(f"karta-admission: --crd: cannot use it: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report = run_check(list(args.files), checker, defaulter)
     for error in report.errors:

@@ -137,3 +137,10 @@ def test_console_script() -> None:
     assert done.returncode == 1, done.stderr
     results = json.loads(done.stdout)
     assert [(r["name"], r["allowed"]) for r in results] == [("rayservice-sample", True), ("broken-service", False)]
+
+
+def test_unusable_crd_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    crd = tmp_path / "crd.yaml"
+    crd.write_text("apiVersion: apiextensions.k8s.io/v1beta1\nkind: CustomResourceDefinition\nmetadata: {name: x}\nspec: {}\n")
+    code, _, err = run(capsys, "--crd", str(crd), str(BROKEN))
+    assert code == 2 and "--crd: cannot use it" in err
