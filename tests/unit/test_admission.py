@@ -313,3 +313,16 @@ def test_mutation_off() -> None:
 def test_only_pod_create_is_mutated() -> None:
     body = review(ray_pod(), operation="UPDATE", old=ray_pod())
     assert "patch" not in admission().mutate(parse_review(body)).response["response"]
+
+
+def test_documented_example_reviews() -> None:
+    """The reviews the README and `make run` tell people to send get the answers they promise."""
+    examples = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "examples"
+    broken = json.loads((examples / "review-broken-rayservice.json").read_text())
+    response = validate(broken)["response"]
+    assert response["allowed"] is False
+    assert "replicas 10 is above maxReplicas 5" in response["status"]["message"]
+    assert "nvidia.com/gpu limits must be a whole number of GPUs" in response["status"]["message"]
+    pod = json.loads((examples / "review-ray-worker-pod.json").read_text())
+    outcome = admission().mutate(parse_review(pod))
+    assert outcome.verdict == "patched"
