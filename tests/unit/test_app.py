@@ -1,0 +1,80 @@
+"""The Flask edge in-process: failure posture, body limits, readiness. (Over real TLS: tests/e2e.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.reviews import review
+from tests.unit.test_rules import service
+from webhook.admission import Admission, Review
+from webhook.checker import Checker
+from webhook.config import Mode, parse_config
+from webhook.karta.registry import DefinitionSet
+from webhook.server.app import MAX_BODY_BYTES, ServerState, create_app
+
+
+class Exploding(Admission):
+    def validate(self, review: Review, mode: Mode | None = None) -> Any:
+        raise RuntimeError("boom")
+
+    def mutate(self, review: Review) -> Any:
+        raise RuntimeError("boom")
+
+
+def client(config: dict[str, Any] | None = None, admission_class: type[Admission] = Admission, readiness: Any = ()) -> Any:
+    checker = Checker(DefinitionSet.builtin(), parse_config(config or {}, "t"))
+    app = create_app(ServerState(admission_class(checker), list(readiness)))
+    return app.test_client()
+
+
+@pytest.mark.parametrize(
+    ("config", "path", "allowed"),
+    [
+        ({}, "/validate", False),  # enforce + failurePolicy Fail: fail closed
+        ({"failurePolicy": "Ignore"}, "/validate", True),
+        ({"mode": "audit"}, "/validate", True),
+        ({"mode": "audit"}, "/validate/enforce", False),
+        ({}, "/validate/audit", True),
+        ({}, "/mutate", True),  # mutation always fails open
+    ],
+)
+def test_internal_errors_follow_the_failure_posture(
+    config: dict[str, Any], path: str, allowed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = review(service([{}]), uid="uid-7")
+    answer = client(config, Exploding).post(path, data=orjson.dumps(body), content_type="application/json")
+    assert answer.status_code == 200
+    response = answer.get_json()["response"]
+    assert response["uid"] == "uid-7" and response["allowed"] is allowed
+    if not allowed:
+        assert response["status"]["code"] == 500 and "internal error (RuntimeError)" in response["status"]["message"]
+
+
+def test_oversized_body_is_413() -> None:
+    answer = client().post("/validate", data=b"x" * (MAX_BODY_BYTES + 1), content_type="application/json")
+    assert answer.status_code == 413
+    assert "larger than" in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("body", [b"{", b"[]", b'{"apiVersion": "v1", "kind": "Pod"}', b"\xff\xfe", b"[" * 100000])
+def test_malformed_bodies_are_400(body: bytes) -> None:
+    answer = client().post("/validate", data=body, content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.get_json()["error"].startswith("not an AdmissionReview")
+
+
+def test_readiness_reports_the_first_failing_check() -> None:
+    checks = [lambda: (True, "definitions loaded"), lambda: (False, "waiting for the first list of rayclusters")]
+    answer = client(readiness=checks).get("/readyz")
+    assert answer.status_code == 503
+    assert answer.get_json() == {"status": "not ready", "reason": "waiting for the first list of rayclusters"}
+    assert client().get("/readyz").status_code == 200
+    assert client().get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_wrong_method_and_unknown_path() -> None:
+    assert client().get("/validate").status_code == 405
+    assert client().post("/nope").status_code == 404
