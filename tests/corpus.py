@@ -37,8 +37,11 @@ def ray_objects() -> Iterator[tuple[str, dict[str, Any]]]:
     for path in sample_files():
         with path.open() as handle:
             for document in yaml.safe_load_all(handle):
-                if isinstance(document, dict) and document.get("apiVersion") == "ray.io/v1" \
-                        and document.get("kind") in RAY_KINDS:
+                if (
+                    isinstance(document, dict)
+                    and document.get("apiVersion") == "ray.io/v1"
+                    and document.get("kind") in RAY_KINDS
+                ):
                     yield str(path.relative_to(CORPUS)), document
 
 
@@ -47,4 +50,7 @@ def ray_object_params() -> list[Any]:
     objects = list(ray_objects())
     if not objects:
         return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"KubeRay corpus not found at {CORPUS}"))]
-    return [pytest.param(f, o, id=f"{f}:{o['metadata'].get('name') or o['metadata'].get('generateName')}") for f, o in objects]
+    return [
+        pytest.param(f, o, id=f"{f}:{o['metadata'].get('name') or o['metadata'].get('generateName')}")
+        for f, o in objects
+    ]

@@ -69,9 +69,16 @@ def ray_pod(
         "generateName": f"{cluster}-{group}-worker-" if node_type == "worker" else f"{cluster}-head-",
         "namespace": namespace,
         "labels": pod_labels,
-        "ownerReferences": [{"apiVersion": "ray.io/v1", "kind": owner_kind, "name": cluster,
-                             "uid": "4f1c2f7e-0000-4000-8000-000000000001", "controller": True,
-                             "blockOwnerDeletion": True}],  # fmt: skip
+        "ownerReferences": [
+            {
+                "apiVersion": "ray.io/v1",
+                "kind": owner_kind,
+                "name": cluster,
+                "uid": "4f1c2f7e-0000-4000-8000-000000000001",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
     }
     if annotations is not None:
         metadata["annotations"] = annotations
@@ -79,5 +86,8 @@ def ray_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
-        "spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.52.0"}], "schedulerName": "default-scheduler"},
+        "spec": {
+            "containers": [{"name": "ray-worker", "image": "rayproject/ray:2.52.0"}],
+            "schedulerName": "default-scheduler",
+        },
     }

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from tests.reviews import ray_pod, review
 
-JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12)
+JSON_SCALARS = (
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12)
+)
 ANY_JSON = st.recursive(
     JSON_SCALARS,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -21,19 +23,26 @@ GROUP_NAMES = st.sampled_from(["small-group", "gpu", "cpu", "headgroup", "", "Ba
 )
 COUNTS = st.one_of(st.integers(-3, 20), st.none(), st.just(2147483647), st.sampled_from(["2", 2.5, True]))
 QUANTITIES = st.sampled_from(["1", "2", "0.5", "500m", "-1", "1Ki", "lots", 1, 0, 1.5, "8"])
-GPU_KEYS = st.sampled_from(["nvidia.com/gpu", "amd.com/gpu", "nvidia.com/mig-1g.10gb", "google.com/tpu", "cpu", "memory"])
+GPU_KEYS = st.sampled_from(
+    ["nvidia.com/gpu", "amd.com/gpu", "nvidia.com/mig-1g.10gb", "google.com/tpu", "cpu", "memory"]
+)
 
 
 @st.composite
 def containers(draw: st.DrawFn) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": draw(st.sampled_from(["ray", "sidecar", "ray-worker"])), "image": "rayproject/ray"}
+    container: dict[str, Any] = {
+        "name": draw(st.sampled_from(["ray", "sidecar", "ray-worker"])),
+        "image": "rayproject/ray",
+    }
     if draw(st.booleans()):
         container["resources"] = {
             section: draw(st.dictionaries(GPU_KEYS, QUANTITIES, max_size=3))
             for section in draw(st.sets(st.sampled_from(["limits", "requests"])))
         }
     if draw(st.booleans()):
-        container["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": draw(st.sampled_from(["all", "none", "0", ""]))}]
+        container["env"] = [
+            {"name": "NVIDIA_VISIBLE_DEVICES", "value": draw(st.sampled_from(["all", "none", "0", ""]))}
+        ]
     return container
 
 
@@ -75,8 +84,12 @@ def cluster_specs(draw: st.DrawFn) -> dict[str, Any]:
 def ray_objects(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["RayService", "RayCluster", "RayJob"]))
     cluster = draw(cluster_specs())
-    spec = {"RayService": {"rayClusterConfig": cluster}, "RayCluster": cluster, "RayJob": {"rayClusterSpec": cluster}}[kind]
-    name = draw(st.sampled_from(["sample", "x" * 60, "Bad_Name"]) | st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True))
+    spec = {"RayService": {"rayClusterConfig": cluster}, "RayCluster": cluster, "RayJob": {"rayClusterSpec": cluster}}[
+        kind
+    ]
+    name = draw(
+        st.sampled_from(["sample", "x" * 60, "Bad_Name"]) | st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
+    )
     return {"apiVersion": "ray.io/v1", "kind": kind, "metadata": {"name": name, "namespace": "ml"}, "spec": spec}
 
 
@@ -91,7 +104,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         del pod["metadata"]["labels"]["ray.io/cluster"]
     if draw(st.booleans()):
-        pod["metadata"]["annotations"] = draw(st.dictionaries(st.sampled_from(["a", "scheduling.k8s.io/group-name"]), st.text(max_size=5)))
+        pod["metadata"]["annotations"] = draw(
+            st.dictionaries(st.sampled_from(["a", "scheduling.k8s.io/group-name"]), st.text(max_size=5))
+        )
     return pod
 
 
@@ -103,7 +118,13 @@ def reviews(draw: st.DrawFn) -> dict[str, Any]:
         operation = draw(st.sampled_from(["CREATE", "UPDATE", "DELETE"]))
         old = draw(ray_objects()) if operation != "CREATE" else None
         if operation == "DELETE":
-            return review(None, operation="DELETE", old=old, uid=str(uuid.uuid4()), kind=("ray.io", "v1", old["kind"] if old else "RayService"))
+            return review(
+                None,
+                operation="DELETE",
+                old=old,
+                uid=str(uuid.uuid4()),
+                kind=("ray.io", "v1", old["kind"] if old else "RayService"),
+            )
         return review(obj, operation=operation, old=old, dry_run=draw(st.booleans()),
                       sub_resource=draw(st.sampled_from([None, None, "status", "scale"])))  # fmt: skip
     return review(draw(pods()))

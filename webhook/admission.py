@@ -57,7 +57,11 @@ def parse_review(body: Any) -> Review:
     if not isinstance(body, Mapping):
         raise ReviewError("the body is not a JSON object")
     api_version = body.get("apiVersion")
-    if not isinstance(api_version, str) or api_version not in REVIEW_API_VERSIONS or body.get("kind") != "AdmissionReview":
+    if (
+        not isinstance(api_version, str)
+        or api_version not in REVIEW_API_VERSIONS
+        or body.get("kind") != "AdmissionReview"
+    ):
         raise ReviewError(
             f"expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, got apiVersion "
             f"{api_version!r} and kind {body.get('kind')!r}"
@@ -330,8 +334,7 @@ def _status(kind: str, review: Review, obj: Mapping[str, Any], denying: list[Vio
             "group": group,
             "kind": kind,
             "causes": [
-                {"reason": "FieldValueInvalid", "message": f"{v.message} [{v.rule}]", "field": v.path}
-                for v in denying
+                {"reason": "FieldValueInvalid", "message": f"{v.message} [{v.rule}]", "field": v.path} for v in denying
             ],
         },
     }
@@ -343,14 +346,18 @@ def _clip(text: str, limit: int) -> str:
 
 def _warnings(violations: list[Violation]) -> list[str]:
     """One warning per violation, within the API server's limits on length and total size."""
+
+    def tail(count: int) -> str:
+        return f"... and {count} more violations (see the audit annotations)"
+
     out: list[str] = []
     total = 0
     for index, v in enumerate(violations):
         text = _clip(f"[{v.rule}] {v.path + ': ' if v.path else ''}{v.message}", WARNING_MAX)
-        remaining = len(violations) - index
-        tail = f"... and {remaining} more violations (see the audit annotations)"
-        if total + len(text) + len(tail) > WARNINGS_TOTAL_MAX and remaining > 1:
-            out.append(tail)
+        after = len(violations) - index - 1
+        # Room is kept for the closing "... and N more" line whenever more follow.
+        if total + len(text) + (len(tail(after)) if after else 0) > WARNINGS_TOTAL_MAX:
+            out.append(tail(len(violations) - index))
             break
         out.append(text)
         total += len(text)
@@ -373,8 +380,8 @@ def _audit_annotations(violations: list[Violation], mode: Mode) -> dict[str, str
 def _bounded_json_list(entries: list[dict[str, str]], limit: int) -> str:
     """As many whole entries as fit in limit characters (still valid JSON), then a count of the rest."""
     kept: list[dict[str, Any]] = []
-    for index, entry in enumerate(entries):
-        entry = {**entry, "message": _clip(entry["message"], limit // 4)}
+    for index, original in enumerate(entries):
+        entry = {**original, "message": _clip(original["message"], limit // 4)}
         if len(json.dumps([*kept, entry], separators=(",", ":"))) > limit - 20:
             kept.append({"more": len(entries) - index})
             break

@@ -70,10 +70,7 @@ class Defaulter:
 
 
 def _documents(name: str) -> Iterator[tuple[int, Any]]:
-    if name == "-":
-        text = sys.stdin.read()
-    else:
-        text = Path(name).read_text(encoding="utf-8")
+    text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     for index, document in enumerate(yaml.safe_load_all(text), start=1):
         if document is not None:
             yield index, document

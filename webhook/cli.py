@@ -29,8 +29,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         action="append",
         default=[],
-        help="directory of extra Karta definitions; replaces the built-in one for the same root kind "
-        "(repeatable)",
+        help="directory of extra Karta definitions; replaces the built-in one for the same root kind (repeatable)",
     )
     parser.add_argument("--mode", choices=[m.value for m in Mode], help="override the configured mode")
 
@@ -66,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "are skipped. Exit status: 0 nothing would be denied, 1 something would be denied, 2 usage or "
         "read errors.",
     )
-    check.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON files, several documents each; - reads stdin")
+    check.add_argument(
+        "files", nargs="+", metavar="FILE", help="YAML or JSON files, several documents each; - reads stdin"
+    )
     check.add_argument("-o", "--output", choices=["text", "json"], default="text")
     check.add_argument("-v", "--verbose", action="store_true", help="also list the skipped documents")
     check.add_argument(

@@ -69,7 +69,9 @@ class Config:
         if mode is not None:
             updated = replace(updated, mode=Mode(mode))
         if definition_directories:
-            updated = replace(updated, definition_directories=(*updated.definition_directories, *definition_directories))
+            updated = replace(
+                updated, definition_directories=(*updated.definition_directories, *definition_directories)
+            )
         return updated
 
 
@@ -103,9 +105,7 @@ def parse_config(raw: Any, source: str) -> Config:
     severities: dict[str, Severity] = {}
     for rule_id, severity in (raw.get("rules") or {}).items():
         if rule_id not in RULES:
-            raise ConfigError(
-                f"{source}: rules.{rule_id}: no such rule; known rules: {', '.join(sorted(RULES))}"
-            )
+            raise ConfigError(f"{source}: rules.{rule_id}: no such rule; known rules: {', '.join(sorted(RULES))}")
         severities[rule_id] = Severity(severity)
     gpu_raw = raw.get("gpu") or {}
     patterns = []
@@ -113,7 +113,9 @@ def parse_config(raw: Any, source: str) -> Config:
         try:
             patterns.append(re.compile(pattern))
         except re.error as exc:
-            raise ConfigError(f"{source}: gpu.resourcePatterns[{index}]: {pattern!r} is not a regular expression: {exc}") from exc
+            raise ConfigError(
+                f"{source}: gpu.resourcePatterns[{index}]: {pattern!r} is not a regular expression: {exc}"
+            ) from exc
     gpu = GpuSettings(
         resource_patterns=tuple(patterns),
         taint_keys=tuple(gpu_raw.get("taintKeys", DEFAULT_GPU_TAINT_KEYS)),

@@ -65,7 +65,9 @@ CONVENTIONS: dict[str, Convention] = {
 }
 
 
-def convention_for(scheduler: str, custom_labels: Mapping[str, str], custom_annotations: Mapping[str, str]) -> Convention:
+def convention_for(
+    scheduler: str, custom_labels: Mapping[str, str], custom_annotations: Mapping[str, str]
+) -> Convention:
     if scheduler == "custom":
         return Convention(dict(custom_labels), dict(custom_annotations))
     return CONVENTIONS[scheduler]

@@ -82,12 +82,19 @@ def test_warnings_accompany_allowed_objects() -> None:
 def test_audit_mode_never_denies_and_annotates() -> None:
     response = validate(review(BROKEN), Mode.AUDIT)["response"]
     assert response["allowed"] is True
-    assert response["warnings"][0].startswith("[replicas-within-bounds] spec.rayClusterConfig.workerGroupSpecs[0].replicas:")
+    assert response["warnings"][0].startswith(
+        "[replicas-within-bounds] spec.rayClusterConfig.workerGroupSpecs[0].replicas:"
+    )
     annotations = response["auditAnnotations"]
     assert annotations["mode"] == "audit"
     entries = json.loads(annotations["replicas-within-bounds"])
-    assert entries == [{"path": "spec.rayClusterConfig.workerGroupSpecs[0].replicas", "severity": "deny",
-                        "message": "worker 'small': replicas 10 is above maxReplicas 5, so only 5 would run"}]  # fmt: skip
+    assert entries == [
+        {
+            "path": "spec.rayClusterConfig.workerGroupSpecs[0].replicas",
+            "severity": "deny",
+            "message": "worker 'small': replicas 10 is above maxReplicas 5, so only 5 would run",
+        }
+    ]
     for key in annotations:
         assert "/" not in key and len(key) <= 63 and QUALIFIED_NAME.fullmatch(key)
 
@@ -185,7 +192,9 @@ class Owners:
         self.infos = infos
         self.asked: list[tuple[str, str, str, str | None]] = []
 
-    def group_info(self, namespace: str, owner: Mapping[str, Any], component: str, instance: str | None) -> GroupInfo | None:
+    def group_info(
+        self, namespace: str, owner: Mapping[str, Any], component: str, instance: str | None
+    ) -> GroupInfo | None:
         self.asked.append((namespace, str(owner["name"]), component, instance))
         return self.infos.get((str(owner["name"]), component, instance))
 
@@ -243,8 +252,14 @@ def test_keys_with_slashes_and_tildes_are_escaped() -> None:
     pod = ray_pod(annotations={"x": "y"})
     outcome = admission(config).mutate(parse_review(review(pod)))
     ops = json.loads(base64.b64decode(outcome.response["response"]["patch"]))
-    assert {"op": "add", "path": "/metadata/annotations/example.com~1odd~0key", "value": "rayservice-sample-x7k2p"} in ops
-    assert jsonpatch.apply_patch(pod, ops)["metadata"]["annotations"]["example.com/odd~key"] == "rayservice-sample-x7k2p"
+    assert {
+        "op": "add",
+        "path": "/metadata/annotations/example.com~1odd~0key",
+        "value": "rayservice-sample-x7k2p",
+    } in ops
+    assert (
+        jsonpatch.apply_patch(pod, ops)["metadata"]["annotations"]["example.com/odd~key"] == "rayservice-sample-x7k2p"
+    )
 
 
 def test_missing_annotations_map_is_added_whole() -> None:
@@ -252,14 +267,20 @@ def test_missing_annotations_map_is_added_whole() -> None:
     assert "annotations" not in pod["metadata"]
     outcome = admission().mutate(parse_review(review(pod)))
     ops = json.loads(base64.b64decode(outcome.response["response"]["patch"]))
-    assert {"op": "add", "path": "/metadata/annotations", "value": {"karta-admission.io/pod-group": "rayservice-sample-x7k2p"}} in ops
+    assert {
+        "op": "add",
+        "path": "/metadata/annotations",
+        "value": {"karta-admission.io/pod-group": "rayservice-sample-x7k2p"},
+    } in ops
 
 
 @pytest.mark.parametrize(
     ("scheduler", "labels", "annotations"),
     [
-        ("volcano", {}, {"scheduling.k8s.io/group-name": "ray-rayservice-sample-x7k2p-pg", "volcano.sh/task-spec": "small-group"}),
-        ("kueue", {"kueue.x-k8s.io/pod-group-name": "rayservice-sample-x7k2p"}, {"kueue.x-k8s.io/pod-group-total-count": "3"}),
+        ("volcano", {},
+         {"scheduling.k8s.io/group-name": "ray-rayservice-sample-x7k2p-pg", "volcano.sh/task-spec": "small-group"}),
+        ("kueue", {"kueue.x-k8s.io/pod-group-name": "rayservice-sample-x7k2p"},
+         {"kueue.x-k8s.io/pod-group-total-count": "3"}),
         ("kai", {"kai.scheduler/subgroup-name": "small-group"}, {"pod-group-name": "rayservice-sample-x7k2p"}),
         ("yunikorn", {"yunikorn.apache.org/app-id": "rayservice-sample-x7k2p"},
          {"yunikorn.apache.org/task-group-name": "small-group",
@@ -326,3 +347,13 @@ def test_documented_example_reviews() -> None:
     pod = json.loads((examples / "review-ray-worker-pod.json").read_text())
     outcome = admission().mutate(parse_review(pod))
     assert outcome.verdict == "patched"
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 18, 40])
+def test_warning_budget_holds_for_any_count(count: int) -> None:
+    groups = [{"groupName": f"group-with-a-long-name-{i:03d}", "replicas": 10, "maxReplicas": 5} for i in range(count)]
+    warnings = validate(review(service(groups)), Mode.AUDIT)["response"]["warnings"]
+    assert sum(len(w) for w in warnings) <= 4096
+    shown = [w for w in warnings if not w.startswith("... and ")]
+    hidden = int(warnings[-1].split()[2]) if warnings[-1].startswith("... and ") else 0
+    assert len(shown) + hidden == count

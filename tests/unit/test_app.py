@@ -24,7 +24,9 @@ class Exploding(Admission):
         raise RuntimeError("boom")
 
 
-def client(config: dict[str, Any] | None = None, admission_class: type[Admission] = Admission, readiness: Any = ()) -> Any:
+def client(
+    config: dict[str, Any] | None = None, admission_class: type[Admission] = Admission, readiness: Any = ()
+) -> Any:
     checker = Checker(DefinitionSet.builtin(), parse_config(config or {}, "t"))
     app = create_app(ServerState(admission_class(checker), list(readiness)))
     return app.test_client()

@@ -30,8 +30,13 @@ def test_broken_file_is_denied_with_exit_1(capsys: pytest.CaptureFixture[str]) -
     assert lines[0] == f"{BROKEN}: RayService ml/broken-service: DENIED"
     assert "  deny  replicas-within-bounds  spec.rayClusterConfig.workerGroupSpecs[0].replicas" in lines
     assert "        worker 'small-group': replicas 10 is above maxReplicas 5, so only 5 would run" in lines
-    assert any("gpu-whole-number" in line and "workerGroupSpecs[1].template.spec.containers[0]" in line for line in lines)
-    assert lines[-1] == "1 object checked: 1 denied, 0 allowed with warnings, 0 allowed; 1 document skipped (-v lists them)"
+    assert any(
+        "gpu-whole-number" in line and "workerGroupSpecs[1].template.spec.containers[0]" in line for line in lines
+    )
+    assert (
+        lines[-1]
+        == "1 object checked: 1 denied, 0 allowed with warnings, 0 allowed; 1 document skipped (-v lists them)"
+    )
 
 
 def test_verbose_lists_skipped_documents(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +118,7 @@ def test_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPat
 def test_list_documents_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import yaml
 
-    items = [d for d in yaml.safe_load_all(BROKEN.read_text())]
+    items = list(yaml.safe_load_all(BROKEN.read_text()))
     listing = tmp_path / "list.yaml"
     listing.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
     code, out, _ = run(capsys, str(listing))
@@ -141,6 +146,8 @@ def test_console_script() -> None:
 
 def test_unusable_crd_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     crd = tmp_path / "crd.yaml"
-    crd.write_text("apiVersion: apiextensions.k8s.io/v1beta1\nkind: CustomResourceDefinition\nmetadata: {name: x}\nspec: {}\n")
+    crd.write_text(
+        "apiVersion: apiextensions.k8s.io/v1beta1\nkind: CustomResourceDefinition\nmetadata: {name: x}\nspec: {}\n"
+    )
     code, _, err = run(capsys, "--crd", str(crd), str(BROKEN))
     assert code == 2 and "--crd: cannot use it" in err

@@ -32,13 +32,16 @@ def test_unquoted_off_is_off(tmp_path: Path) -> None:
         ({"rules": {"gpu-on-head": "loud"}}, "rules[gpu-on-head]: 'loud' is not one of"),
         ({"gang": {"scheduler": "slurm"}}, "gang.scheduler: 'slurm' is not one of"),
         ({"gang": {"scheduler": "custom"}}, "scheduler 'custom' needs at least one label or annotation"),
-        ({"gpu": {"resourcePatterns": ["(unclosed"]}}, "gpu.resourcePatterns[0]: '(unclosed' is not a regular expression"),
+        (
+            {"gpu": {"resourcePatterns": ["(unclosed"]}},
+            "gpu.resourcePatterns[0]: '(unclosed' is not a regular expression",
+        ),
         ({"surprise": 1}, "Additional properties are not allowed ('surprise' was unexpected)"),
         ({"cluster": {"auditIntervalSeconds": -1}}, "cluster.auditIntervalSeconds: -1 is less than the minimum of 0"),
     ],
 )
 def test_refusals_name_the_key(raw: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigError, match="^cfg.yaml: ") as caught:
+    with pytest.raises(ConfigError, match=r"^cfg\.yaml: ") as caught:
         parse_config(raw, "cfg.yaml")
     assert message in str(caught.value)
 

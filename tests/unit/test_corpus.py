@@ -30,10 +30,11 @@ def cluster_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 def kuberay_pods(group: dict[str, Any], field: str) -> int:
     """A group's replicas/min/max in pods, the way KubeRay counts them (reference/kuberay.md §3)."""
-    hosts = group.get("numOfHosts", 1)
+    hosts = int(group.get("numOfHosts", 1))
     value = group.get(field)
     if field == "replicas" and value is None:
         value = group.get("minReplicas", 0)
+    assert isinstance(value, int)
     return min(value * hosts, INT32_MAX)
 
 
@@ -62,9 +63,7 @@ def test_sample_resolves_like_kuberay_and_is_not_denied(path: str, raw: dict[str
     (head,) = workload.components["head"].instances
     assert (head.pod is not None) == (spec is not None)
     # The gang: the head and every worker group's effective minimum, in pods.
-    expected_gang = 1 + sum(
-        kuberay_pods(g, "minReplicas") or kuberay_pods(g, "replicas") for g in groups
-    )
+    expected_gang = 1 + sum(kuberay_pods(g, "minReplicas") or kuberay_pods(g, "replicas") for g in groups)
     member = "raycluster"
     assert workload.subtree_scale(member) == expected_gang
     infos = group_infos(workload)
@@ -78,7 +77,7 @@ def test_sample_resolves_like_kuberay_and_is_not_denied(path: str, raw: dict[str
 @requires_corpus
 def test_corpus_warnings_are_the_expected_few() -> None:
     """The samples are real: the only findings are advisory (GPU taint tolerations)."""
-    rules = set()
+    rules: set[str] = set()
     for _, raw in ray_objects():
         verdict = CHECKER.verdict(CRDDefaults.packaged().apply(raw))
         assert verdict is not None

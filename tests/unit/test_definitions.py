@@ -17,7 +17,7 @@ from webhook.karta.definitions import (
     load_file,
     parse_definition,
 )
-from webhook.karta.model import HINTS_ANNOTATION, GVK
+from webhook.karta.model import GVK, HINTS_ANNOTATION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,10 @@ def minimal() -> dict[str, Any]:
             "optimizationInstructions": {
                 "gangScheduling": {
                     "podGroups": [
-                        {"name": "all", "members": [{"componentName": "job", "groupByKeyPaths": ['.metadata.labels["job"]']}]}
+                        {
+                            "name": "all",
+                            "members": [{"componentName": "job", "groupByKeyPaths": ['.metadata.labels["job"]']}],
+                        }
                     ]
                 }
             },
@@ -137,7 +140,9 @@ def test_rayservice_models_the_raycluster_as_intermediate_component() -> None:
             "neither keyPath nor matchLabels",
         ),
         (
-            lambda d: children(d)[0]["podSelector"].update(componentTypeSelector={"matchLabels": {"a": "b"}, "value": "x"}),
+            lambda d: children(d)[0]["podSelector"].update(
+                componentTypeSelector={"matchLabels": {"a": "b"}, "value": "x"}
+            ),
             "value without keyPath",
         ),
         (

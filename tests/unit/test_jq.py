@@ -76,7 +76,11 @@ def test_batch_returns_every_output_with_locations() -> None:
     batch = PathBatch([".spec.groups[]?.name", ".spec.groups[]? | (.r // 1)", ".spec.groups[].r // 1", '"1"'])
     names, per_element, stream, constant = batch.run(doc)
     assert names.values == ("a", "b", "c")
-    assert names.locations == (("spec", "groups", 0, "name"), ("spec", "groups", 1, "name"), ("spec", "groups", 2, "name"))
+    assert names.locations == (
+        ("spec", "groups", 0, "name"),
+        ("spec", "groups", 1, "name"),
+        ("spec", "groups", 2, "name"),
+    )
     # Per-element default keeps one output per group; 0 is truthy in jq.
     assert per_element.values == (2, 1, 0)
     # The stream form drops the group without r: Karta's pitfall, reproduced, not fixed.

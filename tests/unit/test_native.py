@@ -60,7 +60,19 @@ def test_native_paths_match_libjq(expression: str, document: Any) -> None:
 
 @pytest.mark.parametrize(
     "expression",
-    ["1", "-2.5", '"1"', "true", "null", ".", ".a", '.a["b c"]', ".a[0][-1]", ".a[]?.b", '.metadata.labels["ray.io/node-type"]'],
+    [
+        "1",
+        "-2.5",
+        '"1"',
+        "true",
+        "null",
+        ".",
+        ".a",
+        '.a["b c"]',
+        ".a[0][-1]",
+        ".a[]?.b",
+        '.metadata.labels["ray.io/node-type"]',
+    ],
 )
 def test_simple_forms_are_recognised(expression: str) -> None:
     assert native.parse_simple(expression) is not None
@@ -90,8 +102,8 @@ def test_provable_prefixes(expression: str, prefix: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize(
     "expression",
-    [".spec.a // .status.b", ".spec.a as $x | .status", ".spec.a, .status", "[.spec.a]", ".spec.a + .b", "getpath([\"a\"])",
-     ".spec.a == .status.b", "if .spec.a then .b else .c end"],
+    [".spec.a // .status.b", ".spec.a as $x | .status", ".spec.a, .status", "[.spec.a]", ".spec.a + .b",
+     'getpath(["a"])', ".spec.a == .status.b", "if .spec.a then .b else .c end"],
 )  # fmt: skip
 def test_unprovable_prefixes(expression: str) -> None:
     assert native.root_prefix(expression) is None

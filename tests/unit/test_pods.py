@@ -88,7 +88,9 @@ def test_match_labels_and_key_path_selectors() -> None:
 
 def test_filters_choose_the_member() -> None:
     classifier = generic_classifier(
-        componentName="worker", groupByKeyPaths=['.metadata.labels["job"]'], filters=['.metadata.labels["gang"] == "yes"']
+        componentName="worker",
+        groupByKeyPaths=['.metadata.labels["job"]'],
+        filters=['.metadata.labels["gang"] == "yes"'],
     )
     grouped = classifier.classify(pod({"role": "worker", "group": "g", "job": "j", "gang": "yes"}))
     ungrouped = classifier.classify(pod({"role": "worker", "group": "g", "job": "j"}))

@@ -10,8 +10,8 @@ import jsonpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.strategies import corrupted_reviews, pods, ray_objects, reviews
 from tests.reviews import review
+from tests.strategies import corrupted_reviews, pods, ray_objects, reviews
 from webhook.admission import Admission, ReviewError, parse_review
 from webhook.checker import Checker
 from webhook.config import Mode, parse_config

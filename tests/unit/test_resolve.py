@@ -47,7 +47,9 @@ def test_worker_groups_resolve_with_scale_and_locations() -> None:
     assert (small.id, small.scale) == ("small", Scale(2, 1, 5))
     assert (gpu.id, gpu.scale) == ("gpu", Scale(0, 0, 3))
     assert format_path(gpu.location or ()) == "spec.rayClusterConfig.workerGroupSpecs[1]"
-    assert format_path(gpu.field_location("maxReplicas") or ()) == "spec.rayClusterConfig.workerGroupSpecs[1].maxReplicas"
+    assert (
+        format_path(gpu.field_location("maxReplicas") or ()) == "spec.rayClusterConfig.workerGroupSpecs[1].maxReplicas"
+    )
     assert format_path(gpu.id_location or ()) == "spec.rayClusterConfig.workerGroupSpecs[1].groupName"
     assert gpu.pod is not None and gpu.pod.spec is not None
     assert format_path(gpu.pod.spec_location or ()) == "spec.rayClusterConfig.workerGroupSpecs[1].template.spec"

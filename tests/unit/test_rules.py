@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +15,16 @@ from webhook.policy.engine import demote_existing, evaluate
 from webhook.policy.model import RULES, Severity, Violation
 
 
-def container(name: str = "ray", **resources: Any) -> dict[str, Any]:
+def container(name: str = "ray", /, **resources: Any) -> dict[str, Any]:
     c: dict[str, Any] = {"name": name, "image": "rayproject/ray:2.52.0"}
     if resources:
         c["resources"] = resources
     return c
 
 
-def service(workers: list[dict[str, Any]], *, head: list[dict[str, Any]] | None = None, **config: Any) -> dict[str, Any]:
+def service(
+    workers: list[dict[str, Any]], *, head: list[dict[str, Any]] | None = None, **config: Any
+) -> dict[str, Any]:
     """A RayService as the API server stores it (CRD defaults filled in)."""
     groups = []
     for w in workers:
@@ -35,7 +38,10 @@ def service(workers: list[dict[str, Any]], *, head: list[dict[str, Any]] | None 
         "metadata": {"name": "svc", "namespace": "ml"},
         "spec": {
             "rayClusterConfig": {
-                "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [container("head")] if head is None else head}}},
+                "headGroupSpec": {
+                    "rayStartParams": {},
+                    "template": {"spec": {"containers": [container("head")] if head is None else head}},
+                },
                 "workerGroupSpecs": groups,
                 **config,
             }
@@ -77,7 +83,9 @@ class TestScale:
         assert "worker 'small'" in v.message
 
     def test_replicas_below_min_denied(self) -> None:
-        assert found(service([{"replicas": 1, "minReplicas": 2}]), "replicas-within-bounds") == [("deny", f"{W0}.replicas")]
+        assert found(service([{"replicas": 1, "minReplicas": 2}]), "replicas-within-bounds") == [
+            ("deny", f"{W0}.replicas")
+        ]
 
     def test_only_a_warning_under_the_autoscaler(self) -> None:
         obj = service([{"replicas": 10, "maxReplicas": 5}], enableInTreeAutoscaling=True)
@@ -115,9 +123,7 @@ class TestScale:
 
     def test_duplicate_group_names(self) -> None:
         obj = service([{"groupName": "a"}, {"groupName": "b"}, {"groupName": "a"}])
-        assert found(obj, "unique-instance-ids") == [
-            ("deny", "spec.rayClusterConfig.workerGroupSpecs[2].groupName")
-        ]
+        assert found(obj, "unique-instance-ids") == [("deny", "spec.rayClusterConfig.workerGroupSpecs[2].groupName")]
 
     def test_group_name_must_be_a_label_value(self) -> None:
         obj = service([{"groupName": "GPU group!"}])
@@ -166,7 +172,9 @@ class TestGpu:
         ]
 
     def test_request_differs_from_limit(self) -> None:
-        obj = service([gpu_worker(container(requests={"nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "2"}), **TOLERATE)])
+        obj = service(
+            [gpu_worker(container(requests={"nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "2"}), **TOLERATE)]
+        )
         assert found(obj, "gpu-requests-equal-limits") == [
             ("deny", f"{W0}.template.spec.containers[0].resources.requests[nvidia.com/gpu]")
         ]
@@ -187,7 +195,10 @@ class TestGpu:
         assert found(obj, "gpu-on-head", {"rules": {"gpu-on-head": "off"}}) == []
 
     def test_two_vendors(self) -> None:
-        both = {"limits": {"nvidia.com/gpu": "1", "amd.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1", "amd.com/gpu": "1"}}
+        both = {
+            "limits": {"nvidia.com/gpu": "1", "amd.com/gpu": "1"},
+            "requests": {"nvidia.com/gpu": "1", "amd.com/gpu": "1"},
+        }
         obj = service([gpu_worker(container(**both), **TOLERATE)])
         assert found(obj, "gpu-single-vendor") == [("deny", f"{W0}.template.spec.containers[0].resources")]
         mig = {"limits": {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}}
@@ -210,8 +221,15 @@ class TestGpu:
     def test_gpu_node_selector_without_gpus(self) -> None:
         obj = service([gpu_worker(container(), nodeSelector={"nvidia.com/gpu.product": "A100"})])
         assert found(obj, "gpu-node-selector") == [("warn", f"{W0}.template.spec")]
-        affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "Exists"}]}]}}}
+        affinity = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "Exists"}]}
+                    ]
+                }
+            }
+        }
         assert found(service([gpu_worker(container(), affinity=affinity)]), "gpu-node-selector") == [
             ("warn", f"{W0}.template.spec")
         ]
@@ -219,7 +237,9 @@ class TestGpu:
         assert found(with_gpus, "gpu-node-selector") == []
 
     def test_gpu_template_without_toleration(self) -> None:
-        assert found(service([gpu_worker(container(**GPU))]), "gpu-toleration") == [("warn", f"{W0}.template.spec.tolerations")]
+        assert found(service([gpu_worker(container(**GPU))]), "gpu-toleration") == [
+            ("warn", f"{W0}.template.spec.tolerations")
+        ]
         tolerate_all = {"tolerations": [{"operator": "Exists"}]}
         assert found(service([gpu_worker(container(**GPU), **tolerate_all)]), "gpu-toleration") == []
 
@@ -284,7 +304,7 @@ class TestUpdates:
 
 
 def test_every_rule_is_exercised_by_this_file() -> None:
-    source = open(__file__).read()
+    source = Path(__file__).read_text()
     missing = [r for r in RULES if f'"{r}"' not in source]
     assert missing == []
 

@@ -14,11 +14,10 @@ import yaml
 
 from webhook.karta import jqcheck, jqengine
 from webhook.karta.model import (
-    FRAGMENT_FIELDS,
+    GVK,
     HINTS_ANNOTATION,
     KARTA_API_VERSIONS,
     KARTA_KINDS,
-    GVK,
     Action,
     Component,
     ComponentHints,
@@ -39,7 +38,6 @@ from webhook.karta.model import (
 )
 from webhook.kube import names
 from webhook.kube.fieldpath import format_path
-
 
 
 class DefinitionError(ValueError):
@@ -68,11 +66,7 @@ def schema_problems(schema_name: str, document: Any, prefix: str = "") -> list[s
 
 
 def is_karta_object(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and obj.get("apiVersion") in KARTA_API_VERSIONS
-        and obj.get("kind") in KARTA_KINDS
-    )
+    return isinstance(obj, Mapping) and obj.get("apiVersion") in KARTA_API_VERSIONS and obj.get("kind") in KARTA_KINDS
 
 
 def parse_definition(obj: Mapping[str, Any], source: str) -> KartaDefinition:

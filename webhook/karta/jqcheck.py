@@ -257,12 +257,11 @@ def _definition_end(tokens: list[Token], start: int) -> int:
         token = tokens[index]
         if token.kind == "ident" and token.text == "def":
             nesting += 1
-        elif token.kind == "op" and token.text == ";":
-            # A parameter list `def f(a; b):` also uses ';' but sits inside parentheses.
-            if _paren_depth(tokens, start, index) == 0:
-                if nesting == 0:
-                    return index
-                nesting -= 1
+        # A parameter list `def f(a; b):` also uses ';' but sits inside parentheses.
+        elif token.kind == "op" and token.text == ";" and _paren_depth(tokens, start, index) == 0:
+            if nesting == 0:
+                return index
+            nesting -= 1
     return len(tokens)
 
 

@@ -7,6 +7,7 @@ single libjq program. Conversions of the outputs follow Go's JSON decoding into 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 # Defence in depth behind jqcheck: even if a refused builtin slipped through, it sees nothing.
 SANDBOX_PRELUDE = (
-    "def env: {}; def input: error(\"input is disabled\"); def inputs: empty; "
+    'def env: {}; def input: error("input is disabled"); def inputs: empty; '
     "def debug: .; def debug(m): .; def stderr: .; def input_filename: null; "
     "{} as $ENV | "
 )
@@ -78,9 +79,7 @@ def _may_multiply(expression: str) -> bool:
         tokens = jqcheck.tokenize(expression)
     except jqcheck.JqSyntaxError:
         return True
-    iterations = sum(
-        1 for a, b in zip(tokens, tokens[1:], strict=False) if a.kind == "op" and a.text == "[" and b.text == "]"
-    )
+    iterations = sum(1 for a, b in itertools.pairwise(tokens) if a.kind == "op" and a.text == "[" and b.text == "]")
     bindings = sum(1 for t in tokens if t.kind == "ident" and t.text in {"as", "reduce", "foreach", "limit"})
     return iterations + bindings > 1
 
@@ -134,9 +133,7 @@ def _native_outcome(expression: str, simple: native.SimplePath, document: Any) -
         return PathOutcome(error=f"JQ execution error for expression '{expression}': {exc}")
     if len(values) >= MAX_RESULTS:
         return PathOutcome(error=f"query results exceed the allowed number {MAX_RESULTS}")
-    return PathOutcome(
-        values=tuple(values), locations=tuple(locations) if locations is not None else None
-    )
+    return PathOutcome(values=tuple(values), locations=tuple(locations) if locations is not None else None)
 
 
 def _outcome(expression: str, item: dict[str, Any]) -> PathOutcome:

@@ -117,8 +117,10 @@ class ResolvedWorkload:
         resolved = self.components.get(component_name)
         if resolved is not None and resolved.component.scale is not None:
             instances = resolved.by_id()
-            chosen = [instances[instance_id]] if instance_id is not None and instance_id in instances else (
-                list(instances.values()) if instance_id is None else []
+            chosen = (
+                [instances[instance_id]]
+                if instance_id is not None and instance_id in instances
+                else (list(instances.values()) if instance_id is None else [])
             )
             own = sum(i.scale.effective_min for i in chosen if i.scale is not None)
         children = definition.children_of(component_name)
@@ -402,9 +404,7 @@ def _field_locations(
     return found
 
 
-def _instance_location(
-    id_location: PathParts | None, spec_location: PathParts | None, multi: bool
-) -> PathParts | None:
+def _instance_location(id_location: PathParts | None, spec_location: PathParts | None, multi: bool) -> PathParts | None:
     """The instance's place: the common parent of its id field and its pod template."""
     if not multi:
         return None

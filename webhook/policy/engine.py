@@ -45,7 +45,11 @@ def demote_existing(new: Iterable[Violation], old: Iterable[Violation]) -> list[
         previous = before.get(violation.key)
         if violation.severity is Severity.DENY and previous is not None and _not_worse(violation, previous):
             result.append(
-                replace(violation, severity=Severity.WARN, message=violation.message + " (already present before this update)")
+                replace(
+                    violation,
+                    severity=Severity.WARN,
+                    message=violation.message + " (already present before this update)",
+                )
             )
         else:
             result.append(violation)

@@ -60,9 +60,7 @@ def create_app(state: ServerState) -> Flask:
         except Exception as exc:
             # A well-formed review always gets an answer with its uid, per the failure posture.
             metrics.INTERNAL_ERRORS.labels(path).inc()
-            log.exception(
-                "internal error answering a review", extra={"fields": {"uid": review.uid, "path": path}}
-            )
+            log.exception("internal error answering a review", extra={"fields": {"uid": review.uid, "path": path}})
             allowed = not fail_closed()
             return _json(error_response(review, allowed, f"internal error ({type(exc).__name__})"))
         elapsed = time.perf_counter() - started
@@ -88,9 +86,7 @@ def create_app(state: ServerState) -> Flask:
 
     @app.post("/validate/audit")
     def validate_audit() -> Response:
-        return review_endpoint(
-            "/validate/audit", lambda r: state.admission.validate(r, Mode.AUDIT), lambda: False
-        )
+        return review_endpoint("/validate/audit", lambda r: state.admission.validate(r, Mode.AUDIT), lambda: False)
 
     @app.post("/mutate")
     def mutate() -> Response:
