@@ -49,11 +49,13 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def make_ca(common_name: str = "karta-admission CA", days: int = 3650) -> tuple[bytes, bytes]:
+def make_ca(
+    common_name: str = "karta-admission CA", days: int = 3650, now: datetime.datetime | None = None
+) -> tuple[bytes, bytes]:
     """A self-signed CA that can only sign end-entity certificates (pathlen 0)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = now or _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -89,6 +91,8 @@ def make_serving_cert(
     dns_names: Sequence[str],
     ip_addresses: Sequence[str] = (),
     days: int = 365,
+    *,
+    now: datetime.datetime | None = None,
 ) -> tuple[bytes, bytes]:
     """A serverAuth certificate whose names are in the SAN (Go clients ignore the CommonName)."""
     if not dns_names and not ip_addresses:
@@ -100,7 +104,7 @@ def make_serving_cert(
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
-    now = _now()
+    now = now or _now()
     not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
