@@ -317,3 +317,17 @@ def test_rules_do_not_modify_the_object() -> None:
     assert compiled is not None
     evaluate(compiled.resolve(obj), checker.config.policy)
     assert obj == before
+
+
+def test_violations_come_in_document_order() -> None:
+    groups = [{"groupName": f"g{i}", "replicas": 10, "maxReplicas": 5} for i in range(12)]
+    groups[2]["template"] = {"spec": {"containers": [container(limits={"nvidia.com/gpu": "0.5"})]}}
+    paths = [v.path for v in check(service(groups))]
+    assert paths.index(f"{W0}.replicas") == 0
+    assert (
+        paths.index("spec.rayClusterConfig.workerGroupSpecs[2].replicas")
+        < paths.index(
+            "spec.rayClusterConfig.workerGroupSpecs[2].template.spec.containers[0].resources.limits[nvidia.com/gpu]"
+        )
+        < paths.index("spec.rayClusterConfig.workerGroupSpecs[10].replicas")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -12,8 +13,15 @@ from webhook.policy.model import RULES, PolicySettings, RuleContext, Severity, V
 __all__ = ["RULES", "demote_existing", "denied", "evaluate"]
 
 
+def _document_order(violation: Violation) -> tuple[object, ...]:
+    """Object-level findings first, then by field path with indices compared as numbers ([2] before [10])."""
+    parts = re.split(r"\[(\d+)\]", violation.path)
+    # split() alternates text and index, so equal positions always hold equal types.
+    return (bool(violation.path), tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), violation.rule)
+
+
 def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Violation]:
-    """Every violation of every enabled rule, in rule registration order."""
+    """Every violation of every enabled rule, in the order of the fields they point at."""
     violations: list[Violation] = []
     context = RuleContext(workload, settings)
     root_group = workload.definition.root_kind.group
@@ -30,7 +38,7 @@ def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Viola
             violations.append(
                 Violation(rule.id, effective, where(finding.location), finding.message, finding.value, finding.excess)
             )
-    return violations
+    return sorted(violations, key=_document_order)
 
 
 def demote_existing(new: Iterable[Violation], old: Iterable[Violation]) -> list[Violation]:
