@@ -21,6 +21,9 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # The client opens its sample files on import; an emptyDir mount holds no subdirectory yet.
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 REQUESTS = Counter(
     "karta_admission_requests_total",
