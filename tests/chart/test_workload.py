@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from webhook.cli import build_parser
+from webhook.cluster.selfcerts import SelfManagedSettings
 from webhook.config import parse_config
 from webhook.karta.definitions import load_directory
 from webhook.policy.model import DEFAULT_GPU_NODE_LABEL_KEYS, DEFAULT_GPU_PATTERNS, DEFAULT_GPU_TAINT_KEYS
@@ -153,6 +154,11 @@ def test_configuration_is_accepted_by_the_server(render_set, name: str) -> None:
     assert config.cluster.audit_namespaces == tuple(values["cluster"]["auditNamespaces"])
     assert (config.self_managed_certificates is not None) == (values["certificates"]["mode"] == "selfManaged")
     deployment = rendered.one("Deployment")
+    if config.self_managed_certificates is not None:
+        # The server's own reading of the block, and the files it will write are the ones served.
+        settings = SelfManagedSettings.from_mapping(config.self_managed_certificates, environ={})
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--certfile={settings.dir}/tls.crt" in args and f"--keyfile={settings.dir}/tls.key" in args
     assert volume(deployment, "config")["configMap"]["name"] == config_map(rendered)["metadata"]["name"]
 
 
