@@ -111,6 +111,11 @@ def test_unprovable_prefixes(expression: str) -> None:
 
 COMPLEX = [
     ".a[]? | (.b // 1)",
+    ".a[]? | if (.b // 1) == 1 then .k else ([(.k // 0) * .b, 5] | min) end",
+    ".a[]? | length",
+    ".a[]? | keys",
+    ".a[]? | tojson",
+    ".b[] | (.a // .k)",
     "def twice(n): n * 2; .a[]? | twice(.b // 0)",
     ".spec == true",
     ".spec | tostring",
@@ -132,6 +137,34 @@ def test_pruned_input_gives_the_same_results(document: Any) -> None:
 def jq_reference_outcome(expression: str, document: Any) -> tuple[bool, Any]:
     status, values, _ = jq_reference(expression, document)
     return (status == "ok", tuple(values) if status == "ok" else None)
+
+
+@pytest.mark.parametrize(
+    ("expression", "fields"),
+    [
+        (".spec.groups[]? | (.replicas // 1)", {"replicas"}),
+        ("def pods(n): if (.hosts // 1) == 1 then n else ([(n // 0) * .hosts, 9] | min) end; .spec.groups[]? | "
+         "pods(.replicas // .min)", {"hosts", "replicas", "min"}),
+        (".spec.groups[]? | length", None),
+        (".spec.groups[]? | . == 1", None),
+        (".spec.groups[]? | .a[]", None),
+        (".spec.groups[]? | {replicas}", None),
+        (".spec.groups[]? | tojson", None),
+        (".spec.groups | .a", None),
+    ],
+)  # fmt: skip
+def test_element_projection(expression: str, fields: set[str] | None) -> None:
+    found = native.reach(expression)
+    assert found is not None
+    assert found.fields == (frozenset(fields) if fields is not None else None)
+
+
+def test_prune_projects_iterated_elements() -> None:
+    doc = {"spec": {"groups": [{"replicas": 1, "template": {"big": 1}}, 3], "flag": True}}
+    reaches = [native.Reach(("spec", "groups"), frozenset({"replicas"})), native.Reach(("spec", "flag"))]
+    assert native.prune(doc, reaches) == {"spec": {"groups": [{"replicas": 1}, 3], "flag": True}}
+    # Another reach wanting the whole elements wins.
+    assert native.prune(doc, [*reaches, native.Reach(("spec", "groups"))])["spec"]["groups"] == doc["spec"]["groups"]
 
 
 def test_prune_keeps_only_the_prefixes() -> None:

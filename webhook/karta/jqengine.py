@@ -102,8 +102,8 @@ class PathBatch:
         self.expressions = tuple(expressions)
         self._simple = [native.parse_simple(e) for e in self.expressions]
         self._complex = [i for i, simple in enumerate(self._simple) if simple is None]
-        prefixes = [native.root_prefix(self.expressions[i]) for i in self._complex]
-        self._prefixes = None if any(p is None for p in prefixes) else [p for p in prefixes if p is not None]
+        reaches = [native.reach(self.expressions[i]) for i in self._complex]
+        self._reaches = None if any(r is None for r in reaches) else [r for r in reaches if r is not None]
         self._program = None
         if self._complex:
             parts = ", ".join(_wrap(self.expressions[i]) for i in self._complex)
@@ -119,7 +119,7 @@ class PathBatch:
             if simple is not None:
                 outcomes[index] = _native_outcome(self.expressions[index], simple, document)
         if self._program is not None:
-            visible = native.prune(document, self._prefixes) if self._prefixes is not None else document
+            visible = native.prune(document, self._reaches) if self._reaches is not None else document
             raw = self._program.input_text(document_json(visible)).first()
             for index, item in zip(self._complex, raw, strict=True):
                 outcomes[index] = _outcome(self.expressions[index], item)

@@ -141,8 +141,22 @@ def _apply(step: Step, items: list[tuple[Any, Location]]) -> Iterator[tuple[Any,
             raise NativeError(f"Cannot iterate over {_type_name(value)}")
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What of the document an expression can read: the subtree at `prefix`; when `fields` is set,
+    only those fields of each element the prefix iterates (`.a.b[]? | REST` with REST reading `.name`s)."""
+
+    prefix: Location
+    fields: frozenset[str] | None = None
+
+
 def root_prefix(expression: str) -> Location | None:
-    """The field chain an expression cannot read outside of, or None when that is not provable.
+    found = reach(expression)
+    return found.prefix if found is not None else None
+
+
+def reach(expression: str) -> Reach | None:
+    """The part of the document an expression can read, or None when that is not provable.
 
     Provable forms (after any leading `def`s): `.a.b`, `.a.b | REST`, `.a.b[]? | REST` and
     `.a.b == <literal>`: after the chain's pipe, `.` is a value under `.a.b`, and nothing in jq gives
@@ -162,18 +176,67 @@ def root_prefix(expression: str) -> Location | None:
     if not chain:
         return None
     rest = tokens[index:]
-    if _is_iteration(rest):
+    iterated = _is_iteration(rest)
+    if iterated:
         rest = rest[3:] if len(rest) >= 3 and rest[2].text == "?" else rest[2:]
     if not rest or (rest[0].kind == "op" and rest[0].text == "|"):
-        return tuple(chain)
+        fields = _element_fields([*tokens[:start], *rest[1:]]) if iterated and rest else None
+        return Reach(tuple(chain), fields)
     if (
         len(rest) == 2
         and rest[0].kind == "op"
         and rest[0].text in {"==", "!="}
         and (rest[1].kind in {"num", "str"} or (rest[1].kind == "ident" and rest[1].text in {"true", "false", "null"}))
     ):
-        return tuple(chain)
+        return Reach(tuple(chain))
     return None
+
+
+# What the code applied to each element (and the definitions it calls) may contain so that it can only
+# read the element through named fields: then the other fields can be left out of libjq's input.
+# Nothing that sees a whole value (a bare `.`, iteration, `keys`, `length`, `tojson`, object
+# construction with `{name}` shorthand, formats) is allowed. min/max/not on an element give the same
+# result (an error, or false) whatever fields it has.
+_ELEMENT_OPS = frozenset({"|", "//", "==", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", ",", "(", ")", ";", ":",
+                          "[", "]", "?"})  # fmt: skip
+_ELEMENT_WORDS = frozenset(
+    {"if", "then", "elif", "else", "end", "and", "or", "def", "true", "false", "null", "min", "max", "not", "floor",
+     "ceil", "empty"}
+)  # fmt: skip
+
+
+def _element_fields(tokens: Sequence[Token]) -> frozenset[str] | None:
+    defined = _defined_names(tokens)
+    fields: set[str] = set()
+    for position, token in enumerate(tokens):
+        if token.kind == "field":
+            fields.add(token.text)
+        elif token.kind in {"num", "str", "var"}:
+            continue
+        elif token.kind == "op" and token.text in _ELEMENT_OPS:
+            following = tokens[position + 1] if position + 1 < len(tokens) else None
+            if token.text == "[" and following is not None and following.text == "]":
+                return None  # an iteration inside REST
+        elif token.kind == "ident" and (token.text in _ELEMENT_WORDS or token.text in defined):
+            continue
+        else:
+            return None
+    return frozenset(fields)
+
+
+def _defined_names(tokens: Sequence[Token]) -> set[str]:
+    """Names of the expression's own functions and their parameters."""
+    names: set[str] = set()
+    for position, token in enumerate(tokens):
+        if token.kind == "ident" and token.text == "def" and position + 1 < len(tokens):
+            names.add(tokens[position + 1].text)
+            cursor = position + 2
+            if cursor < len(tokens) and tokens[cursor].text == "(":
+                while cursor < len(tokens) and tokens[cursor].text != ")":
+                    if tokens[cursor].kind in {"ident", "var"}:
+                        names.add(tokens[cursor].text)
+                    cursor += 1
+    return names
 
 
 def _is_iteration(tokens: Sequence[Token]) -> bool:
@@ -204,14 +267,25 @@ def _after_definitions(tokens: Sequence[Token]) -> int:
     return index
 
 
-def prune(document: Any, prefixes: Sequence[Location]) -> Any:
-    """A copy of the document holding only what lies under the given field chains (same paths)."""
+def prune(document: Any, reaches: Sequence[Reach | Location]) -> Any:
+    """A copy of the document holding only what the given reaches can read (at the same paths)."""
+    plan: dict[Location, frozenset[str] | None] = {}
+    for item in reaches:
+        found = item if isinstance(item, Reach) else Reach(tuple(item))
+        if found.prefix in plan:
+            known = plan[found.prefix]
+            plan[found.prefix] = None if known is None or found.fields is None else known | found.fields
+        else:
+            plan[found.prefix] = found.fields
+    for prefix in plan:
+        if any(other != prefix and other[: len(prefix)] == prefix for other in plan):
+            plan[prefix] = None  # a deeper chain reads under it: keep its elements whole
     if not isinstance(document, dict):
         return document
-    if any(not p for p in prefixes):
+    if () in plan:
         return document
     pruned: dict[str, Any] = {}
-    for prefix in prefixes:
+    for prefix, fields in sorted(plan.items(), key=lambda item: len(item[0])):
         source: Any = document
         target = pruned
         for depth, key in enumerate(prefix):
@@ -219,9 +293,11 @@ def prune(document: Any, prefixes: Sequence[Location]) -> Any:
             if key not in source:
                 break
             value = source[key]
-            last = depth == len(prefix) - 1
-            if last or not isinstance(value, dict):
-                target[key] = value  # the whole subtree, or a non-object jq will fail on alike
+            if depth == len(prefix) - 1:
+                target[key] = value if fields is None else _project(value, fields)
+                break
+            if not isinstance(value, dict):
+                target[key] = value  # a non-object jq will fail on alike
                 break
             existing = target.get(key)
             if existing is value:
@@ -230,3 +306,14 @@ def prune(document: Any, prefixes: Sequence[Location]) -> Any:
                 existing = target[key] = {}
             target, source = existing, value
     return pruned
+
+
+def _project(value: Any, fields: frozenset[str]) -> Any:
+    def keep(element: Any) -> Any:
+        return {k: v for k, v in element.items() if k in fields} if isinstance(element, dict) else element
+
+    if isinstance(value, list):
+        return [keep(e) for e in value]
+    if isinstance(value, dict):
+        return {k: keep(v) for k, v in value.items()}
+    return value

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from functools import lru_cache
 
 _QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -14,15 +15,18 @@ _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), ""
 
 def parse_quantity(value: object) -> Decimal:
     """The exact value of a quantity; ValueError when it is not one."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"{value!r} is not a quantity")
+    return _parse(value)
+
+
+@lru_cache(maxsize=4096)  # pod templates repeat the same few values
+def _parse(value: str | int | float) -> Decimal:
     if isinstance(value, int | float):
-        try:
-            return Decimal(str(value))
-        except InvalidOperation as exc:
-            raise ValueError(f"{value!r} is not a quantity") from exc
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a quantity")
+        number = Decimal(str(value))
+        if not number.is_finite():
+            raise ValueError(f"{value!r} is not a quantity")
+        return number
     match = _QUANTITY.fullmatch(value.strip())
     if not match:
         raise ValueError(f"{value!r} is not a quantity")

@@ -22,11 +22,17 @@ _NO_DEVICES = frozenset({"", "none", "void"})
 
 @dataclass(frozen=True)
 class ContainerView:
+    """One container of one pod template, with its GPU resources read once for all rules."""
+
     instance: Instance
     list_name: str  # "containers" or "initContainers"
     index: int
     container: Mapping[str, Any]
     location: PathParts | None
+    limits: Mapping[str, Any]
+    requests: Mapping[str, Any]
+    gpus: tuple[str, ...]  # GPU resource names in limits or requests, sorted
+    gpu_limit: Decimal  # total of the positive GPU limits
 
     @property
     def label(self) -> str:
@@ -36,6 +42,33 @@ class ContainerView:
 
     def at(self, *parts: str | int) -> PathParts | None:
         return (*self.location, *parts) if self.location is not None else self.instance.location
+
+
+def _section(container: Mapping[str, Any], section: str) -> Mapping[str, Any]:
+    resources = container.get("resources")
+    values = resources.get(section) if isinstance(resources, Mapping) else None
+    return values if isinstance(values, Mapping) else {}
+
+
+def _amount(value: Any) -> Decimal | None:
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        return None
+
+
+def _view(
+    instance: Instance, list_name: str, index: int, container: Mapping[str, Any], location: PathParts | None,
+    *, settings: PolicySettings,
+) -> ContainerView:  # fmt: skip
+    limits, requests = _section(container, "limits"), _section(container, "requests")
+    gpus = tuple(sorted(n for n in {*limits, *requests} if settings.gpu.is_gpu(n)))
+    total = Decimal(0)
+    for name in gpus:
+        amount = _amount(limits.get(name))
+        if amount is not None and amount > 0:
+            total += amount
+    return ContainerView(instance, list_name, index, container, location, limits, requests, gpus, total)
 
 
 def _all_containers(ctx: RuleContext) -> list[ContainerView]:
@@ -52,56 +85,20 @@ def _all_containers(ctx: RuleContext) -> list[ContainerView]:
                 for index, container in enumerate(items if isinstance(items, list) else []):
                     if isinstance(container, Mapping):
                         location = (*pod.spec_location, list_name, index) if pod.spec_location is not None else None
-                        views.append(ContainerView(instance, list_name, index, container, location))
+                        views.append(_view(instance, list_name, index, container, location, settings=ctx.settings))
         return views
 
     return ctx.memo("containers", build)  # type: ignore[no-any-return]
 
 
-def _containers(ctx: RuleContext, instance: Instance, *, init: bool = True) -> Iterator[ContainerView]:
-    for view in _all_containers(ctx):
-        if view.instance is instance and (init or view.list_name == "containers"):
-            yield view
-
-
-def _resources(container: Mapping[str, Any], section: str) -> Mapping[str, Any]:
-    resources = container.get("resources")
-    if not isinstance(resources, Mapping):
-        return {}
-    values = resources.get(section)
-    return values if isinstance(values, Mapping) else {}
-
-
-def _gpu_names(view: ContainerView, settings: PolicySettings) -> set[str]:
-    names = set(_resources(view.container, "limits")) | set(_resources(view.container, "requests"))
-    return {n for n in names if settings.gpu.is_gpu(n)}
-
-
-def _has_gpu_resources(ctx: RuleContext) -> bool:
-    """Most workloads ask for no GPU at all: then the GPU rules have nothing to look at."""
-    return ctx.memo(  # type: ignore[no-any-return]
-        "any-gpu", lambda: any(_gpu_names(v, ctx.settings) for v in _all_containers(ctx))
-    )
-
-
-def _amount(value: Any) -> Decimal | None:
-    try:
-        return parse_quantity(value)
-    except ValueError:
-        return None
-
-
-def _gpu_limit_total(view: ContainerView, settings: PolicySettings) -> Decimal:
-    total = Decimal(0)
-    for name, value in _resources(view.container, "limits").items():
-        amount = _amount(value)
-        if settings.gpu.is_gpu(name) and amount is not None and amount > 0:
-            total += amount
-    return total
+def _gpu_views(ctx: RuleContext) -> list[ContainerView]:
+    """The containers that ask for a GPU at all: most workloads have none, and then no GPU rule runs."""
+    return ctx.memo("gpu-containers", lambda: [v for v in _all_containers(ctx) if v.gpus])  # type: ignore[no-any-return]
 
 
 def _template_has_gpu_limits(ctx: RuleContext, instance: Instance) -> bool:
-    return any(_gpu_limit_total(view, ctx.settings) > 0 for view in _containers(ctx, instance))
+    limited = ctx.memo("gpu-limited", lambda: {id(v.instance) for v in _gpu_views(ctx) if v.gpu_limit > 0})
+    return id(instance) in limited
 
 
 def _vendor(resource_name: str) -> str:
@@ -115,12 +112,10 @@ def _vendor(resource_name: str) -> str:
     "GPU quantities are whole, non-negative numbers (the device plugin hands out whole devices)",
 )
 def gpu_whole_number(ctx: RuleContext) -> Iterator[Finding]:
-    if not _has_gpu_resources(ctx):
-        return
-    for view in _all_containers(ctx):
-        for section in ("requests", "limits"):
-            for name, value in _resources(view.container, section).items():
-                if not ctx.settings.gpu.is_gpu(name):
+    for view in _gpu_views(ctx):
+        for section, values in (("requests", view.requests), ("limits", view.limits)):
+            for name, value in values.items():
+                if name not in view.gpus:
                     continue
                 amount = _amount(value)
                 if amount is None or amount < 0 or amount != amount.to_integral_value():
@@ -139,12 +134,10 @@ def gpu_whole_number(ctx: RuleContext) -> Iterator[Finding]:
     "a GPU request comes with a limit of the same value (Kubernetes refuses the pod otherwise)",
 )
 def gpu_requests_equal_limits(ctx: RuleContext) -> Iterator[Finding]:
-    if not _has_gpu_resources(ctx):
-        return
-    for view in _all_containers(ctx):
-        limits = _resources(view.container, "limits")
-        for name, requested in _resources(view.container, "requests").items():
-            if not ctx.settings.gpu.is_gpu(name):
+    for view in _gpu_views(ctx):
+        limits = view.limits
+        for name, requested in view.requests.items():
+            if name not in view.gpus:
                 continue
             if name not in limits:
                 yield Finding(
@@ -171,12 +164,12 @@ def gpu_requests_equal_limits(ctx: RuleContext) -> Iterator[Finding]:
 )
 def gpu_on_primary_container(ctx: RuleContext) -> Iterator[Finding]:
     primary = ctx.workload.definition.hints.primary_container
-    if primary is None or not _has_gpu_resources(ctx):
+    if primary is None:
         return
-    for view in _all_containers(ctx):
+    for view in _gpu_views(ctx):
         if view.list_name != "containers" or view.index == primary:
             continue
-        gpus = sorted(_gpu_names(view, ctx.settings))
+        gpus = list(view.gpus)
         if gpus:
             yield Finding(
                 view.at("resources"),
@@ -188,12 +181,10 @@ def gpu_on_primary_container(ctx: RuleContext) -> Iterator[Finding]:
 
 @rule("gpu-on-head", Severity.WARN, "the head (coordinator) pod holds no GPUs unless that is intended")
 def gpu_on_head(ctx: RuleContext) -> Iterator[Finding]:
-    if not _has_gpu_resources(ctx):
-        return
     hints = ctx.workload.definition.hints
-    for view in _all_containers(ctx):
+    for view in _gpu_views(ctx):
         if hints.for_component(view.instance.component).role == "head":
-            gpus = sorted(_gpu_names(view, ctx.settings))
+            gpus = list(view.gpus)
             if gpus:
                 yield Finding(
                     view.at("resources"),
@@ -205,10 +196,8 @@ def gpu_on_head(ctx: RuleContext) -> Iterator[Finding]:
 
 @rule("gpu-single-vendor", Severity.DENY, "a container asks for GPUs of one vendor only")
 def gpu_single_vendor(ctx: RuleContext) -> Iterator[Finding]:
-    if not _has_gpu_resources(ctx):
-        return
-    for view in _all_containers(ctx):
-        gpus = sorted(_gpu_names(view, ctx.settings))
+    for view in _gpu_views(ctx):
+        gpus = list(view.gpus)
         if len({_vendor(n) for n in gpus}) > 1:
             yield Finding(
                 view.at("resources"),
@@ -227,7 +216,7 @@ def gpu_single_vendor(ctx: RuleContext) -> Iterator[Finding]:
 def nvidia_visible_devices(ctx: RuleContext) -> Iterator[Finding]:
     for view in _all_containers(ctx):
         env = view.container.get("env")
-        if not isinstance(env, list) or _gpu_limit_total(view, ctx.settings) > 0:
+        if not isinstance(env, list) or view.gpu_limit > 0:
             continue
         for index, entry in enumerate(env):
             if not isinstance(entry, Mapping) or entry.get("name") != "NVIDIA_VISIBLE_DEVICES":
@@ -304,7 +293,7 @@ def _tolerates(tolerations: Any, taint_keys: tuple[str, ...]) -> bool:
     "a pod template with GPU limits tolerates the GPU node taint (otherwise it stays Pending on tainted pools)",
 )
 def gpu_toleration(ctx: RuleContext) -> Iterator[Finding]:
-    if not _has_gpu_resources(ctx):
+    if not _gpu_views(ctx):
         return
     workload, settings = ctx.workload, ctx.settings
     for instance in workload.instances():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import os
 import shutil
 import sys
@@ -53,7 +54,10 @@ def build_app(options: ServeOptions) -> Flask:
             readiness.extend(integration.readiness)
             atexit.register(integration.stop)
     state = ServerState(Admission(checker, owners), readiness)
-    return create_app(state)
+    app = create_app(state)
+    # Everything built so far lives as long as the worker: keep the collector from rescanning it.
+    gc.freeze()
+    return app
 
 
 def _metrics_directory() -> None:

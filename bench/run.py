@@ -1,0 +1,274 @@
+"""`make bench`: the real server against a no-op baseline on the same stack, with wrk and hey.
+
+Environment: BENCH_SECONDS (per scenario per generator, default 6), BENCH_WORKERS / BENCH_THREADS
+(server settings, default 2 / 4), BENCH_CONNECTIONS (default 16).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gunicorn
+import orjson
+import requests
+
+from bench.bodies import bodies, rayservice
+from tests.e2e.tls_helpers import free_port
+from tests.reviews import review
+from webhook.admission import Admission, parse_review
+from webhook.certs import make_bundle, write_bundle
+from webhook.checker import Checker
+from webhook.config import parse_config
+from webhook.karta.registry import DefinitionSet
+
+ROOT = Path(__file__).resolve().parent.parent
+SECONDS = int(os.environ.get("BENCH_SECONDS", "6"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+SCENARIOS = {"validate-typical": "/validate", "validate-100-groups": "/validate", "mutate-worker-pod": "/mutate"}
+
+
+@dataclass
+class Measurement:
+    tool: str
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Scenario:
+    name: str
+    server: dict[str, Measurement] = field(default_factory=dict)
+    baseline: dict[str, Measurement] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(url: str, body: Path) -> Measurement:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(ROOT / "bench" / "post.lua"), url,
+         "--", str(body)],
+        capture_output=True, text=True, check=True, timeout=SECONDS + 30,
+    ).stdout  # fmt: skip
+    percentiles = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    count = int(errors.group(1)) if errors else 0
+    count += sum(int(x) for x in socket_errors.groups()) if socket_errors else 0
+    return Measurement("wrk", rps, percentiles["50"], percentiles["90"], percentiles["99"], count)
+
+
+def run_hey(url: str, body: Path) -> Measurement:
+    out = subprocess.run(
+        ["hey", "-z", f"{SECONDS}s", "-c", str(CONNECTIONS), "-t", "10", "-m", "POST", "-T", "application/json",
+         "-D", str(body), url],
+        capture_output=True, text=True, check=True, timeout=SECONDS + 60,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    percentiles = {p: float(v) * 1000 for p, v in re.findall(r"^\s+(50|90|99)% in ([\d.]+) secs", out, re.M)}
+    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
+    errors = sum(int(n) for code, n in codes.items() if code != "200")
+    error_block = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
+    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]", error_block))
+    return Measurement("hey", rps, percentiles["50"], percentiles["90"], percentiles["99"], errors)
+
+
+def _worker_pids(master: int) -> list[int]:
+    path = Path(f"/proc/{master}/task/{master}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@contextmanager
+def server(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{command[0]} exited:\n{log.read().decode(errors='replace')}")
+                try:
+                    if requests.get(f"https://127.0.0.1:{port}/readyz", verify=False, timeout=2).ok:  # noqa: S501
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server not ready within 30 s")
+                time.sleep(0.1)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+
+
+def measure(url: str, body: Path) -> dict[str, Measurement]:
+    # Warm-up: every worker compiles its jq programs and fills its caches.
+    subprocess.run(["hey", "-n", "200", "-c", "4", "-m", "POST", "-T", "application/json", "-D", str(body), url],
+                   capture_output=True, check=True, timeout=60)  # fmt: skip
+    return {"wrk": run_wrk(url, body), "hey": run_hey(url, body)}
+
+
+def in_process_scaling() -> list[tuple[int, float]]:
+    """Microseconds per /validate review (parse, resolve, rules, answer) by number of worker groups."""
+    admission = Admission(Checker(DefinitionSet.builtin(), parse_config({}, "bench")))
+    points = []
+    for groups in (1, 10, 50, 100, 200):
+        body = orjson.dumps(review(rayservice(groups)))
+        for _ in range(20):
+            admission.validate(parse_review(orjson.loads(body)))
+        rounds = max(20, 2000 // groups)
+        samples = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(rounds):
+                orjson.dumps(admission.validate(parse_review(orjson.loads(body))).response)
+            samples.append((time.perf_counter() - started) / rounds * 1e6)
+        points.append((groups, min(samples)))
+    return points
+
+
+def fit(points: list[tuple[int, float]]) -> tuple[float, float, float]:
+    """Least squares line (intercept µs, slope µs per group) and R²."""
+    xs, ys = [float(x) for x, _ in points], [y for _, y in points]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    mean = statistics.fmean(ys)
+    residual = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys, strict=True))
+    total = sum((y - mean) ** 2 for y in ys)
+    return intercept, slope, 1 - residual / total if total else 1.0
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {
+        "cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(), "python": platform.python_version(),
+        "gunicorn": gunicorn.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load generators": f"wrk -t1 and hey, {CONNECTIONS} connections, {SECONDS} s each, on the same 2 cores",
+        "server": f"{WORKERS} workers x {THREADS} threads, TLS, keep-alive",
+    }  # fmt: skip
+
+
+def verdict(ok: bool, text: str) -> str:
+    return f"{'MET   ' if ok else 'MISSED'} {text}"
+
+
+def main() -> int:
+    for tool in ("wrk", "hey"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} not found; install the Debian packages wrk and hey (make tools)", file=sys.stderr)
+            return 2
+    requests.packages.urllib3.disable_warnings()  # type: ignore[attr-defined]
+    results: dict[str, Scenario] = {name: Scenario(name) for name in SCENARIOS}
+    with tempfile.TemporaryDirectory(prefix="karta-bench-") as scratch:
+        directory = Path(scratch)
+        write_bundle(make_bundle(["localhost"], ["127.0.0.1"], days=2), directory / "certs")
+        cert, key = str(directory / "certs" / "tls.crt"), str(directory / "certs" / "tls.key")
+        files = {}
+        for name, data in bodies().items():
+            files[name] = directory / f"{name}.json"
+            files[name].write_bytes(data)
+        common = ["--certfile", cert, "--keyfile", key, "--workers", str(WORKERS), "--threads", str(THREADS)]
+        port = free_port()
+        print(f"baseline (no-op, same stack) on :{port}", file=sys.stderr)
+        with server([sys.executable, "-m", "bench.noop", "--bind", f"127.0.0.1:{port}", *common], port):
+            for name, path in SCENARIOS.items():
+                results[name].baseline = measure(f"https://127.0.0.1:{port}{path}", files[name])
+        port = free_port()
+        print(f"karta-admission serve on :{port}", file=sys.stderr)
+        command = [sys.executable, "-m", "webhook.cli", "serve", "--no-cluster", "--bind", f"127.0.0.1:{port}",
+                   "--log-level", "warning", *common]  # fmt: skip
+        with server(command, port) as process:
+            peak: dict[int, float] = {}
+            stop = threading.Event()
+
+            def watch_rss() -> None:
+                while not stop.wait(0.2):
+                    for pid in _worker_pids(process.pid):
+                        peak[pid] = max(peak.get(pid, 0.0), _peak_rss_mb(pid))
+
+            watcher = threading.Thread(target=watch_rss, daemon=True)
+            watcher.start()
+            for name, path in SCENARIOS.items():
+                results[name].server = measure(f"https://127.0.0.1:{port}{path}", files[name])
+                results[name].peak_rss_mb = max(peak.values(), default=0.0)
+            stop.set()
+    scaling = in_process_scaling()
+    intercept, slope, r2 = fit(scaling)
+    report(results, scaling, (intercept, slope, r2))
+    return 0
+
+
+def report(results: dict[str, Scenario], scaling: list[tuple[int, float]], line: tuple[float, float, float]) -> None:
+    info = machine()
+    print("\nMachine: " + "; ".join(f"{k}: {v}" for k, v in info.items()))
+    print(f"\n{'scenario':<22}{'tool':<5}{'reviews/s':>11}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'baseline/s':>12}{'ratio':>8}")  # fmt: skip
+    for scenario in results.values():
+        for tool, m in scenario.server.items():
+            base = scenario.baseline[tool]
+            print(f"{scenario.name:<22}{tool:<5}{m.rps:>11,.0f}{m.p50_ms:>9.2f}{m.p90_ms:>9.2f}{m.p99_ms:>9.2f}"
+                  f"{m.errors:>8}{base.rps:>12,.0f}{m.rps / base.rps:>8.0%}")  # fmt: skip
+    print(f"\npeak RSS per worker: {max(s.peak_rss_mb for s in results.values()):.0f} MB")
+    print("\nin-process cost per /validate review by worker groups: "
+          + ", ".join(f"{g}: {us:,.0f} µs" for g, us in scaling))  # fmt: skip
+    intercept, slope, r2 = line
+    print(f"linear fit: {intercept:,.0f} µs + {slope:,.1f} µs per group, R² = {r2:.4f}")
+    typical, hundred, pod = (results[n] for n in SCENARIOS)
+    print("\nTargets (2 cores shared with the load generator):")
+    for label, scenario in (("/validate typical", typical), ("/mutate", pod)):
+        for tool, m in scenario.server.items():
+            ratio = m.rps / scenario.baseline[tool].rps
+            print(verdict(ratio >= 0.70, f"{label} [{tool}] throughput {ratio:.0%} of baseline (target >= 70%)"))
+            print(verdict(m.p99_ms <= 10, f"{label} [{tool}] p99 {m.p99_ms:.1f} ms (target <= 10 ms)"))
+    for tool, m in hundred.server.items():
+        print(verdict(m.p50_ms <= 20, f"100 worker groups [{tool}] p50 {m.p50_ms:.1f} ms (target <= 20 ms)"))
+    print(verdict(r2 >= 0.99, f"cost linear in worker groups: R² {r2:.4f} (target >= 0.99)"))
+    print(verdict(True, "no API call per admission (served with --no-cluster; in a cluster the owner cache answers "
+                        "from memory)"))  # fmt: skip
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    record = {"machine": info, "scenarios": {n: asdict(s) for n, s in results.items()},
+              "scaling_us": scaling, "fit": {"intercept_us": intercept, "slope_us": slope, "r2": r2}}  # fmt: skip
+    path = out / time.strftime("bench-%Y%m%dT%H%M%S.json")
+    path.write_text(json.dumps(record, indent=2))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
