@@ -92,7 +92,7 @@ def rayservice(groups: int) -> dict[str, Any]:
                             ],
                         }
                     },
-                },  # fmt: skip
+                },
                 "workerGroupSpecs": [worker_group(i, 1 if i % 2 else 0) for i in range(groups)],
             },
         },

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gunicorn
 import orjson
@@ -124,7 +123,7 @@ def server(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
                     log.seek(0)
                     raise RuntimeError(f"{command[0]} exited:\n{log.read().decode(errors='replace')}")
                 try:
-                    if requests.get(f"https://127.0.0.1:{port}/readyz", verify=False, timeout=2).ok:  # noqa: S501
+                    if requests.get(f"https://127.0.0.1:{port}/readyz", verify=False, timeout=2).ok:
                         break
                 except requests.RequestException:
                     pass
