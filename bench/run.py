@@ -1,7 +1,8 @@
 """`make bench`: the real server against a no-op baseline on the same stack, with wrk and hey.
 
-Environment: BENCH_SECONDS (per scenario per generator, default 6), BENCH_WORKERS / BENCH_THREADS
-(server settings, default 2 / 4), BENCH_CONNECTIONS (default 16).
+Environment: BENCH_SECONDS (per scenario per generator, default 6), BENCH_REPEATS (runs per
+measurement, median kept, default 1), BENCH_WORKERS / BENCH_THREADS (server settings, default 2 / 4),
+BENCH_CONNECTIONS (default 16).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +42,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "6"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 THREADS = int(os.environ.get("BENCH_THREADS", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "1"))  # runs per measurement; the median run is kept
 SCENARIOS = {"validate-typical": "/validate", "validate-100-groups": "/validate", "mutate-worker-pod": "/mutate"}
+LARGE = "validate-100-groups"
 
 
 @dataclass
@@ -81,9 +84,9 @@ def run_wrk(url: str, body: Path) -> Measurement:
     return Measurement("wrk", rps, percentiles["50"], percentiles["90"], percentiles["99"], count)
 
 
-def run_hey(url: str, body: Path) -> Measurement:
+def run_hey(url: str, body: Path, connections: int = CONNECTIONS) -> Measurement:
     out = subprocess.run(
-        ["hey", "-z", f"{SECONDS}s", "-c", str(CONNECTIONS), "-t", "10", "-m", "POST", "-T", "application/json",
+        ["hey", "-z", f"{SECONDS}s", "-c", str(connections), "-t", "10", "-m", "POST", "-T", "application/json",
          "-D", str(body), url],
         capture_output=True, text=True, check=True, timeout=SECONDS + 60,
     ).stdout  # fmt: skip
@@ -93,7 +96,8 @@ def run_hey(url: str, body: Path) -> Measurement:
     errors = sum(int(n) for code, n in codes.items() if code != "200")
     error_block = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
     errors += sum(int(n) for n in re.findall(r"\[(\d+)\]", error_block))
-    return Measurement("hey", rps, percentiles["50"], percentiles["90"], percentiles["99"], errors)
+    tool = "hey" if connections == CONNECTIONS else f"hey-c{connections}"
+    return Measurement(tool, rps, percentiles["50"], percentiles["90"], percentiles["99"], errors)
 
 
 def _worker_pids(master: int) -> list[int]:
@@ -136,11 +140,20 @@ def server(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             process.wait(30)
 
 
-def measure(url: str, body: Path) -> dict[str, Measurement]:
+def measure(url: str, body: Path, *, single: bool = False) -> dict[str, Measurement]:
     # Warm-up: every worker compiles its jq programs and fills its caches.
     subprocess.run(["hey", "-n", "200", "-c", "4", "-m", "POST", "-T", "application/json", "-D", str(body), url],
                    capture_output=True, check=True, timeout=60)  # fmt: skip
-    return {"wrk": run_wrk(url, body), "hey": run_hey(url, body)}
+    results = {"wrk": median_run(lambda: run_wrk(url, body)), "hey": median_run(lambda: run_hey(url, body))}
+    if single:  # one request at a time: the latency of the object itself, without queueing
+        results["hey-c1"] = median_run(lambda: run_hey(url, body, connections=1))
+    return results
+
+
+def median_run(run: Callable[[], Measurement]) -> Measurement:
+    """The run with the median throughput of REPEATS runs: one noisy run on a shared machine does not decide."""
+    runs = sorted((run() for _ in range(REPEATS)), key=lambda m: m.rps)
+    return runs[len(runs) // 2]
 
 
 def in_process_scaling() -> list[tuple[int, float]]:
@@ -178,7 +191,8 @@ def machine() -> dict[str, str]:
     return {
         "cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(), "python": platform.python_version(),
         "gunicorn": gunicorn.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load generators": f"wrk -t1 and hey, {CONNECTIONS} connections, {SECONDS} s each, on the same 2 cores",
+        "load generators": f"wrk -t1 and hey, {CONNECTIONS} connections, {SECONDS} s each (median of {REPEATS}), "
+        "on the same 2 cores",
         "server": f"{WORKERS} workers x {THREADS} threads, TLS, keep-alive",
     }  # fmt: skip
 
@@ -207,7 +221,7 @@ def main() -> int:
         print(f"baseline (no-op, same stack) on :{port}", file=sys.stderr)
         with server([sys.executable, "-m", "bench.noop", "--bind", f"127.0.0.1:{port}", *common], port):
             for name, path in SCENARIOS.items():
-                results[name].baseline = measure(f"https://127.0.0.1:{port}{path}", files[name])
+                results[name].baseline = measure(f"https://127.0.0.1:{port}{path}", files[name], single=name == LARGE)
         port = free_port()
         print(f"karta-admission serve on :{port}", file=sys.stderr)
         command = [sys.executable, "-m", "webhook.cli", "serve", "--no-cluster", "--bind", f"127.0.0.1:{port}",
@@ -224,7 +238,7 @@ def main() -> int:
             watcher = threading.Thread(target=watch_rss, daemon=True)
             watcher.start()
             for name, path in SCENARIOS.items():
-                results[name].server = measure(f"https://127.0.0.1:{port}{path}", files[name])
+                results[name].server = measure(f"https://127.0.0.1:{port}{path}", files[name], single=name == LARGE)
                 results[name].peak_rss_mb = max(peak.values(), default=0.0)
             stop.set()
     scaling = in_process_scaling()
@@ -237,12 +251,12 @@ def report(results: dict[str, Scenario], scaling: list[tuple[int, float]], line:
     info = machine()
     print("\nMachine: " + "; ".join(f"{k}: {v}" for k, v in info.items()))
     print(f"\n{'scenario':<22}{'tool':<5}{'reviews/s':>11}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}"
-          f"{'baseline/s':>12}{'ratio':>8}")  # fmt: skip
+          f"{'baseline/s':>12}{'ratio':>8}{'base p99':>10}")  # fmt: skip
     for scenario in results.values():
         for tool, m in scenario.server.items():
             base = scenario.baseline[tool]
             print(f"{scenario.name:<22}{tool:<5}{m.rps:>11,.0f}{m.p50_ms:>9.2f}{m.p90_ms:>9.2f}{m.p99_ms:>9.2f}"
-                  f"{m.errors:>8}{base.rps:>12,.0f}{m.rps / base.rps:>8.0%}")  # fmt: skip
+                  f"{m.errors:>8}{base.rps:>12,.0f}{m.rps / base.rps:>8.0%}{base.p99_ms:>10.2f}")  # fmt: skip
     print(f"\npeak RSS per worker: {max(s.peak_rss_mb for s in results.values()):.0f} MB")
     print("\nin-process cost per /validate review by worker groups: "
           + ", ".join(f"{g}: {us:,.0f} µs" for g, us in scaling))  # fmt: skip
@@ -252,11 +266,16 @@ def report(results: dict[str, Scenario], scaling: list[tuple[int, float]], line:
     print("\nTargets (2 cores shared with the load generator):")
     for label, scenario in (("/validate typical", typical), ("/mutate", pod)):
         for tool, m in scenario.server.items():
+            if tool not in {"wrk", "hey"}:
+                continue
             ratio = m.rps / scenario.baseline[tool].rps
             print(verdict(ratio >= 0.70, f"{label} [{tool}] throughput {ratio:.0%} of baseline (target >= 70%)"))
-            print(verdict(m.p99_ms <= 10, f"{label} [{tool}] p99 {m.p99_ms:.1f} ms (target <= 10 ms)"))
+            base_p99 = scenario.baseline[tool].p99_ms
+            print(verdict(m.p99_ms <= 10, f"{label} [{tool}] p99 {m.p99_ms:.1f} ms (target <= 10 ms; "
+                                          f"the no-op baseline's p99: {base_p99:.1f} ms)"))  # fmt: skip
     for tool, m in hundred.server.items():
-        print(verdict(m.p50_ms <= 20, f"100 worker groups [{tool}] p50 {m.p50_ms:.1f} ms (target <= 20 ms)"))
+        where = "one request at a time" if tool == "hey-c1" else f"{CONNECTIONS} connections"
+        print(verdict(m.p50_ms <= 20, f"100 worker groups [{tool}, {where}] p50 {m.p50_ms:.1f} ms (target <= 20 ms)"))
     print(verdict(r2 >= 0.99, f"cost linear in worker groups: R² {r2:.4f} (target >= 0.99)"))
     print(verdict(True, "no API call per admission (served with --no-cluster; in a cluster the owner cache answers "
                         "from memory)"))  # fmt: skip
