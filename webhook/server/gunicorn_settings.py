@@ -32,7 +32,7 @@ def gunicorn_settings(
     certfile: str,
     keyfile: str,
     workers: int = 2,
-    threads: int = 8,
+    threads: int = 4,
     access_log: bool = False,
     log_level: str = "info",
 ) -> dict[str, Any]:
