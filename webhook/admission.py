@@ -54,7 +54,7 @@ class Review:
 
 
 def parse_review(body: Any) -> Review:
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         raise ReviewError("the body is not a JSON object")
     api_version = body.get("apiVersion")
     if (
@@ -67,7 +67,7 @@ def parse_review(body: Any) -> Review:
             f"{api_version!r} and kind {body.get('kind')!r}"
         )
     request = body.get("request")
-    if not isinstance(request, Mapping):
+    if not isinstance(request, dict):
         raise ReviewError("the AdmissionReview has no request")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -76,12 +76,12 @@ def parse_review(body: Any) -> Review:
         obj = request.get(key)
         if obj is None:
             continue
-        if not isinstance(obj, Mapping):
+        if not isinstance(obj, dict):
             raise ReviewError(f"request.{key} is not an object")
         problem = _metadata_problem(obj.get("metadata"))
         if problem:
             raise ReviewError(f"request.{key}.metadata{problem}")
-    if not isinstance(request.get("kind", {}), Mapping):
+    if not isinstance(request.get("kind", {}), dict):
         raise ReviewError("request.kind is not an object")
     return Review(str(api_version), uid, request)
 
@@ -90,16 +90,16 @@ def _metadata_problem(metadata: Any) -> str | None:
     """What the API server would never send: metadata fields of the wrong shape."""
     if metadata is None:
         return None
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, dict):
         return " is not an object"
     for field_name in ("labels", "annotations"):
         values = metadata.get(field_name)
         if values is not None and (
-            not isinstance(values, Mapping) or not all(isinstance(v, str) for v in values.values())
+            not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
         ):
             return f".{field_name} is not a map of strings"
     refs = metadata.get("ownerReferences")
-    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, Mapping) for r in refs)):
+    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs)):
         return ".ownerReferences is not a list of objects"
     for field_name in ("name", "namespace", "generateName"):
         if metadata.get(field_name) is not None and not isinstance(metadata.get(field_name), str):
@@ -176,7 +176,7 @@ class Admission:
             mode=str(mode),
         )
         # Never stand in the way of deletes, status and scale writes, or kinds without a definition.
-        if review.operation not in {"CREATE", "UPDATE"} or review.sub_resource or not isinstance(obj, Mapping):
+        if review.operation not in {"CREATE", "UPDATE"} or review.sub_resource or not isinstance(obj, dict):
             return outcome
         compiled = self.checker.definition_for(_with_kind(obj, review.kind))
         if compiled is None or mode is Mode.OFF:
@@ -184,7 +184,7 @@ class Admission:
         workload = compiled.resolve(_with_kind(obj, review.kind))
         violations = self.checker.violations(workload)
         old = review.request.get("oldObject")
-        if review.operation == "UPDATE" and isinstance(old, Mapping) and violations:
+        if review.operation == "UPDATE" and isinstance(old, dict) and violations:
             old_violations = self.checker.violations(compiled.resolve(_with_kind(old, review.kind)))
             violations = demote_existing(violations, old_violations)
         outcome.violations = violations
@@ -223,7 +223,7 @@ class Admission:
             or review.sub_resource
             or review.kind.kind != "Pod"
             or review.kind.group
-            or not isinstance(pod, Mapping)
+            or not isinstance(pod, dict)
             or self.config.gang.scheduler == "none"
             or self.config.mode is Mode.OFF
         ):
@@ -271,15 +271,15 @@ def add_missing_metadata(
     """RFC 6902 operations adding only the keys the object lacks; never replaces what is there."""
     metadata = obj.get("metadata") or {}
     ops: list[dict[str, Any]] = []
-    if "metadata" not in obj or not isinstance(obj.get("metadata"), Mapping):
+    if "metadata" not in obj or not isinstance(obj.get("metadata"), dict):
         ops.append({"op": "add", "path": "/metadata", "value": {}})
         metadata = {}
     for field_name, wanted in (("labels", labels), ("annotations", annotations)):
         existing = metadata.get(field_name)
-        missing = {k: v for k, v in wanted.items() if not isinstance(existing, Mapping) or k not in existing}
+        missing = {k: v for k, v in wanted.items() if not isinstance(existing, dict) or k not in existing}
         if not missing:
             continue
-        if not isinstance(existing, Mapping):
+        if not isinstance(existing, dict):
             ops.append({"op": "add", "path": f"/metadata/{field_name}", "value": dict(sorted(missing.items()))})
             continue
         for key, value in sorted(missing.items()):
@@ -290,7 +290,7 @@ def add_missing_metadata(
 def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     refs = (pod.get("metadata") or {}).get("ownerReferences")
     for ref in refs if isinstance(refs, list) else []:
-        if isinstance(ref, Mapping) and ref.get("controller") is True:
+        if isinstance(ref, dict) and ref.get("controller") is True:
             return ref
     return None
 

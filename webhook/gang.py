@@ -122,12 +122,12 @@ def pod_requests(spec: Mapping[str, Any] | None) -> dict[str, str]:
     totals: dict[str, Decimal] = {}
     containers = spec.get("containers") if spec else None
     for container in containers if isinstance(containers, list) else []:
-        resources = container.get("resources") if isinstance(container, Mapping) else None
-        if not isinstance(resources, Mapping):
+        resources = container.get("resources") if isinstance(container, dict) else None
+        if not isinstance(resources, dict):
             continue
         requests: Any = resources.get("requests") or {}
         limits: Any = resources.get("limits") or {}
-        if not isinstance(requests, Mapping) or not isinstance(limits, Mapping):
+        if not isinstance(requests, dict) or not isinstance(limits, dict):
             continue
         for name in {*requests, *limits}:
             try:

@@ -282,11 +282,11 @@ def _pod_views(c: Component, count: int, aligned: Any) -> list[PodView | None]:
         got = aligned("template", "podTemplateSpecPath")
         if got is not None:
             for i, (template, location) in enumerate(zip(*got, strict=True)):
-                if isinstance(template, Mapping):
+                if isinstance(template, dict):
                     spec = template.get("spec")
                     views[i] = PodView(
-                        spec=spec if isinstance(spec, Mapping) else None,
-                        metadata=template.get("metadata") if isinstance(template.get("metadata"), Mapping) else None,
+                        spec=spec if isinstance(spec, dict) else None,
+                        metadata=template.get("metadata") if isinstance(template.get("metadata"), dict) else None,
                         spec_location=(*location, "spec") if location is not None else None,
                     )
         return views
@@ -297,8 +297,8 @@ def _pod_views(c: Component, count: int, aligned: Any) -> list[PodView | None]:
             for i, (pod_spec, location) in enumerate(zip(*got, strict=True)):
                 meta = metadata[0][i] if metadata is not None else None
                 views[i] = PodView(
-                    spec=pod_spec if isinstance(pod_spec, Mapping) else None,
-                    metadata=meta if isinstance(meta, Mapping) else None,
+                    spec=pod_spec if isinstance(pod_spec, dict) else None,
+                    metadata=meta if isinstance(meta, dict) else None,
                     spec_location=location,
                 )
         return views
@@ -389,11 +389,11 @@ def _field_locations(
         return known
     holder: Any = obj
     for part in location:
-        holder = holder.get(part) if isinstance(holder, Mapping) and isinstance(part, str) else (
+        holder = holder.get(part) if isinstance(holder, dict) and isinstance(part, str) else (
             holder[part] if isinstance(holder, list) and isinstance(part, int) and -len(holder) <= part < len(holder)
             else None
         )  # fmt: skip
-    if not isinstance(holder, Mapping):
+    if not isinstance(holder, dict):
         return known
     found = dict(known)
     for name, value in (("replicas", scale.replicas), ("minReplicas", scale.min_replicas),

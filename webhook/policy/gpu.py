@@ -46,8 +46,8 @@ class ContainerView:
 
 def _section(container: Mapping[str, Any], section: str) -> Mapping[str, Any]:
     resources = container.get("resources")
-    values = resources.get(section) if isinstance(resources, Mapping) else None
-    return values if isinstance(values, Mapping) else {}
+    values = resources.get(section) if isinstance(resources, dict) else None
+    return values if isinstance(values, dict) else {}
 
 
 def _amount(value: Any) -> Decimal | None:
@@ -83,7 +83,7 @@ def _all_containers(ctx: RuleContext) -> list[ContainerView]:
             for list_name in ("containers", "initContainers"):
                 items = pod.spec.get(list_name)
                 for index, container in enumerate(items if isinstance(items, list) else []):
-                    if isinstance(container, Mapping):
+                    if isinstance(container, dict):
                         location = (*pod.spec_location, list_name, index) if pod.spec_location is not None else None
                         views.append(_view(instance, list_name, index, container, location, settings=ctx.settings))
         return views
@@ -219,7 +219,7 @@ def nvidia_visible_devices(ctx: RuleContext) -> Iterator[Finding]:
         if not isinstance(env, list) or view.gpu_limit > 0:
             continue
         for index, entry in enumerate(env):
-            if not isinstance(entry, Mapping) or entry.get("name") != "NVIDIA_VISIBLE_DEVICES":
+            if not isinstance(entry, dict) or entry.get("name") != "NVIDIA_VISIBLE_DEVICES":
                 continue
             value = entry.get("value")
             if isinstance(value, str) and value.strip().lower() not in _NO_DEVICES:
@@ -233,20 +233,20 @@ def nvidia_visible_devices(ctx: RuleContext) -> Iterator[Finding]:
 
 def _selects_gpu_nodes(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
     node_selector = spec.get("nodeSelector")
-    if isinstance(node_selector, Mapping):
+    if isinstance(node_selector, dict):
         for key in node_selector:
             if key in keys:
                 return f"nodeSelector {key}"
     affinity = spec.get("affinity")
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") if isinstance(
-        node_affinity, Mapping) else None  # fmt: skip
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+        node_affinity, dict) else None  # fmt: skip
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     for term in terms if isinstance(terms, list) else []:
-        expressions = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        expressions = term.get("matchExpressions") if isinstance(term, dict) else None
         for expression in expressions if isinstance(expressions, list) else []:
             if (
-                isinstance(expression, Mapping)
+                isinstance(expression, dict)
                 and expression.get("key") in keys
                 and expression.get("operator") in {"In", "Exists", "Gt"}
             ):
@@ -277,7 +277,7 @@ def gpu_node_selector(ctx: RuleContext) -> Iterator[Finding]:
 
 def _tolerates(tolerations: Any, taint_keys: tuple[str, ...]) -> bool:
     for toleration in tolerations if isinstance(tolerations, list) else []:
-        if not isinstance(toleration, Mapping):
+        if not isinstance(toleration, dict):
             continue
         key, operator = toleration.get("key") or "", toleration.get("operator") or "Equal"
         if key == "" and operator == "Exists":

@@ -31,8 +31,8 @@ def _cluster_spec(workload: ResolvedWorkload) -> tuple[PathParts, Mapping[str, A
     path = CLUSTER_SPEC_PATHS.get(workload.kind)
     node: Any = workload.obj
     for part in path or ():
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return (path, node) if path is not None and isinstance(node, Mapping) else None
+        node = node.get(part) if isinstance(node, dict) else None
+    return (path, node) if path is not None and isinstance(node, dict) else None
 
 
 @rule(
@@ -78,7 +78,7 @@ def ray_nested_upgrade_strategy(ctx: RuleContext) -> Iterator[Finding]:
         return
     path, spec = found
     strategy = spec.get("upgradeStrategy")
-    if isinstance(strategy, Mapping) and strategy.get("type") is not None:
+    if isinstance(strategy, dict) and strategy.get("type") is not None:
         yield Finding(
             (*path, "upgradeStrategy"),
             f"upgradeStrategy cannot be set in the cluster spec of a {workload.kind}: KubeRay refuses the "
@@ -102,15 +102,15 @@ def ray_resources_conflict(ctx: RuleContext) -> Iterator[Finding]:
     groups: list[tuple[PathParts, str, Any]] = [((*path, "headGroupSpec"), "head group", spec.get("headGroupSpec"))]
     workers = spec.get("workerGroupSpecs")
     for index, group in enumerate(workers if isinstance(workers, list) else []):
-        label = f"worker group {group.get('groupName')!r}" if isinstance(group, Mapping) else f"worker group {index}"
+        label = f"worker group {group.get('groupName')!r}" if isinstance(group, dict) else f"worker group {index}"
         groups.append(((*path, "workerGroupSpecs", index), label, group))
     for location, label, group in groups:
-        if not isinstance(group, Mapping):
+        if not isinstance(group, dict):
             continue
         params = group.get("rayStartParams")
         resources = group.get("resources")
-        clashing = sorted(k for k in params if k in _RESOURCE_PARAMS) if isinstance(params, Mapping) else []
-        if clashing and isinstance(resources, Mapping) and resources:
+        clashing = sorted(k for k in params if k in _RESOURCE_PARAMS) if isinstance(params, dict) else []
+        if clashing and isinstance(resources, dict) and resources:
             yield Finding(
                 (*location, "resources"),
                 f"{label}: resources is set together with rayStartParams {', '.join(clashing)}; "
