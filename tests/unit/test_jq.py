@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jq
 import pytest
 
 from webhook.karta import jqcheck, jqengine
@@ -119,6 +120,46 @@ def test_keys_are_seen_sorted_like_gojq() -> None:
 def test_sandbox_hides_the_environment_even_without_the_check() -> None:
     (outcome,) = PathBatch(["[env, $ENV]"]).run({})
     assert outcome.values == ([{}, {}],)
+
+
+def test_computed_outputs_are_remembered_by_projected_input() -> None:
+    batch = PathBatch([".spec.groups[]? | (.r // 1)"])
+    first = {"spec": {"groups": [{"r": 2, "name": "a"}, {"name": "b"}]}}
+    same_projection = {"spec": {"groups": [{"r": 2, "name": "x", "big": "y" * 500}, {"name": "z"}]}}
+    assert batch.run(first)[0].values == (2, 1)
+    assert batch._cache is not None and len(batch._cache._entries) == 1
+    assert batch.run(same_projection)[0].values == (2, 1)
+    assert len(batch._cache._entries) == 1  # the names are not read, so the input text is the same
+    assert batch.run({"spec": {"groups": [{"r": 3}]}})[0].values == (3,)
+    assert len(batch._cache._entries) == 2
+
+
+def test_remembered_outputs_are_fresh_values_each_time() -> None:
+    batch = PathBatch(["{a: .spec.a, n: 123456789012345678901234567890}"])
+    (first,) = batch.run({"spec": {"a": [1]}})
+    first.values[0]["a"].append("changed")
+    (second,) = batch.run({"spec": {"a": [1]}})
+    # Decoded as the jq binding decodes its own output: integers beyond 2^53 as libjq rounds them.
+    direct = jq.compile("{a: .spec.a, n: 123456789012345678901234567890}").input_value({"spec": {"a": [1]}}).first()
+    assert second.values == (direct,) == ({"a": [1], "n": 123456789012345677877719597056},)
+
+
+def test_paths_that_read_the_clock_are_not_remembered() -> None:
+    assert PathBatch(["now | floor"])._cache is None
+    assert PathBatch([".spec.a // 1"])._cache is not None
+
+
+def test_output_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jqengine, "OUTPUT_CACHE_ENTRIES", 2)
+    cache = jqengine.OutputCache()
+    cache.put("a", "1")
+    cache.put("b", "2")
+    assert cache.get("a") == "1"  # now the most recent
+    cache.put("c", "3")
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("1", None, "3")
+    cache.put("x" * (jqengine.OUTPUT_CACHE_MAX_TEXT + 1), "4")
+    cache.put("d", "y" * (jqengine.OUTPUT_CACHE_MAX_TEXT + 1))
+    assert cache.get("d") is None and len(cache._entries) == 2
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), (2, 2), (2.0, 2), (0, 0), (-3, -3)])

@@ -8,7 +8,10 @@ single libjq program. Conversions of the outputs follow Go's JSON decoding into 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +26,9 @@ from webhook.karta import jqcheck, native
 # Karta's runner fails a query once its result count reaches this number.
 MAX_RESULTS = 1000
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# libjq outputs remembered per definition, by the pruned and projected input text.
+OUTPUT_CACHE_ENTRIES = 256
+OUTPUT_CACHE_MAX_TEXT = 16 * 1024
 
 # Defence in depth behind jqcheck: even if a refused builtin slipped through, it sees nothing.
 SANDBOX_PRELUDE = (
@@ -89,6 +95,32 @@ def _wrap(expression: str) -> str:
     return f"(try {{v: [{body}]}} catch {{e: tostring}})"
 
 
+class OutputCache:
+    """A small thread-safe LRU of program outputs by input text; large texts are not kept.
+
+    Bounded to OUTPUT_CACHE_ENTRIES x 2 x OUTPUT_CACHE_MAX_TEXT characters (8 MiB) per definition.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> str | None:
+        with self._lock:
+            output = self._entries.get(text)
+            if output is not None:
+                self._entries.move_to_end(text)
+            return output
+
+    def put(self, text: str, output: str) -> None:
+        if len(text) > OUTPUT_CACHE_MAX_TEXT or len(output) > OUTPUT_CACHE_MAX_TEXT:
+            return
+        with self._lock:
+            self._entries[text] = output
+            if len(self._entries) > OUTPUT_CACHE_ENTRIES:
+                self._entries.popitem(last=False)
+
+
 class PathBatch:
     """A fixed list of jq paths evaluated against one document.
 
@@ -105,6 +137,9 @@ class PathBatch:
         reaches = [native.reach(self.expressions[i]) for i in self._complex]
         self._reaches = None if any(r is None for r in reaches) else [r for r in reaches if r is not None]
         self._program = None
+        # Outputs by input text, unless a path reads the clock: the only input a sandboxed program
+        # has besides the document.
+        self._cache = None if any(_reads_clock(self.expressions[i]) for i in self._complex) else OutputCache()
         if self._complex:
             parts = ", ".join(_wrap(self.expressions[i]) for i in self._complex)
             self._program = compile_program(SANDBOX_PRELUDE + "[" + parts + "]")
@@ -113,6 +148,22 @@ class PathBatch:
     def needs_libjq(self) -> bool:
         return self._program is not None
 
+    def _evaluate(self, text: str) -> list[dict[str, Any]]:
+        """The libjq program's output for an input text, memoised when the program is pure.
+
+        The input is only what the computed paths can reach, projected to the fields they read
+        (for a RayService: replicas, bounds and numOfHosts per group), so many objects, and the
+        object and oldObject of most UPDATEs, share it. The cache holds output text, so every
+        caller decodes fresh values (with json, as the jq binding decodes its own output).
+        """
+        output = self._cache.get(text) if self._cache is not None else None
+        if output is None:
+            output = self._program.input_text(text).text()  # type: ignore[union-attr]
+            if self._cache is not None:
+                self._cache.put(text, output)
+        result: list[dict[str, Any]] = json.loads(output)
+        return result
+
     def run(self, document: Any) -> list[PathOutcome]:
         outcomes: list[PathOutcome | None] = [None] * len(self.expressions)
         for index, simple in enumerate(self._simple):
@@ -120,10 +171,16 @@ class PathBatch:
                 outcomes[index] = _native_outcome(self.expressions[index], simple, document)
         if self._program is not None:
             visible = native.prune(document, self._reaches) if self._reaches is not None else document
-            raw = self._program.input_text(document_json(visible)).first()
+            raw = self._evaluate(document_json(visible))
             for index, item in zip(self._complex, raw, strict=True):
                 outcomes[index] = _outcome(self.expressions[index], item)
         return [o for o in outcomes if o is not None]
+
+
+def _reads_clock(expression: str) -> bool:
+    return any(
+        t.kind == "ident" and t.text in {"now", "localtime", "strflocaltime"} for t in jqcheck.tokenize(expression)
+    )
 
 
 def _native_outcome(expression: str, simple: native.SimplePath, document: Any) -> PathOutcome:
