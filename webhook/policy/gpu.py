@@ -169,14 +169,13 @@ def gpu_on_primary_container(ctx: RuleContext) -> Iterator[Finding]:
     for view in _gpu_views(ctx):
         if view.list_name != "containers" or view.index == primary:
             continue
-        gpus = list(view.gpus)
-        if gpus:
-            yield Finding(
-                view.at("resources"),
-                f"{view.label} asks for {', '.join(gpus)}, but only containers[{primary}] is read for "
-                "the resources the workload advertises (Ray's num-gpus); move the GPUs there",
-                gpus,
-            )
+        gpus = list(view.gpus)  # never empty: _gpu_views keeps only containers that ask for GPUs
+        yield Finding(
+            view.at("resources"),
+            f"{view.label} asks for {', '.join(gpus)}, but only containers[{primary}] is read for "
+            "the resources the workload advertises (Ray's num-gpus); move the GPUs there",
+            gpus,
+        )
 
 
 @rule("gpu-on-head", Severity.WARN, "the head (coordinator) pod holds no GPUs unless that is intended")
@@ -185,13 +184,12 @@ def gpu_on_head(ctx: RuleContext) -> Iterator[Finding]:
     for view in _gpu_views(ctx):
         if hints.for_component(view.instance.component).role == "head":
             gpus = list(view.gpus)
-            if gpus:
-                yield Finding(
-                    view.at("resources"),
-                    f"{view.label} asks for {', '.join(gpus)}: GPUs on the head are usually idle "
-                    "(Ray schedules GPU work on workers); set the rule to off if this is intended",
-                    gpus,
-                )
+            yield Finding(
+                view.at("resources"),
+                f"{view.label} asks for {', '.join(gpus)}: GPUs on the head are usually idle "
+                "(Ray schedules GPU work on workers); set the rule to off if this is intended",
+                gpus,
+            )
 
 
 @rule("gpu-single-vendor", Severity.DENY, "a container asks for GPUs of one vendor only")
