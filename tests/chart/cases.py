@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import base64
-import datetime
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from webhook.certs import make_ca
 
 from .helm import ROOT, Rendered
 
-
-def _ca_pem() -> str:
-    """A throwaway CA certificate, for the `provided` mode's caBundle."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chart-test-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-CA_PEM = _ca_pem()
+# A throwaway CA certificate, for the `provided` mode's caBundle.
+CA_PEM = make_ca(common_name="chart-test-ca", days=1)[0].decode()
 CA_BASE64 = base64.b64encode(CA_PEM.encode()).decode()
 
 RAYSERVICE_DEFINITION = yaml.safe_load((ROOT / "docs" / "samples" / "rayservice.yaml").read_text())

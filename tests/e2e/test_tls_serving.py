@@ -693,7 +693,7 @@ def test_reloading_context_refuses_unusable_replacements(tmp_path: Path, caplog:
     clock = FakeClock()
     provider = tls.ReloadingSSLContext(str(certfile), str(keyfile), clock=clock)
     served = provider.get()
-    expired = make_cert_pair(valid_days=-1)
+    expired = make_cert_pair(expired=True)
     bad_replacements: list[tuple[str, bytes, bytes]] = [
         ("KEY_VALUES_MISMATCH", later.cert_pem, stranger.key_pem),
         ("SSLError", b"-----BEGIN CERTIFICATE-----\nnot base64\n", later.key_pem),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -28,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from webhook.certs import cert_info, make_ca, make_serving_cert
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEY = shutil.which("hey") or "/usr/bin/hey"
@@ -46,30 +44,13 @@ class CertPair:
     serial: int
 
 
-def make_cert_pair(*, valid_days: float = 1.0) -> CertPair:
-    """A self-signed EC P-256 serving certificate for 127.0.0.1 and localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "karta-admission-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    serial = x509.random_serial_number()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(days=2))
-        .not_valid_after(now + datetime.timedelta(days=valid_days))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return CertPair(cert.public_bytes(serialization.Encoding.PEM), key_pem, serial)
+def make_cert_pair(*, expired: bool = False) -> CertPair:
+    """A one-day serving certificate for 127.0.0.1 and localhost from a CA of its own (webhook.certs);
+    with expired, issued three days ago."""
+    issued = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3 if expired else 0)
+    ca_cert, ca_key = make_ca(now=issued)
+    cert, key = make_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"], days=1, now=issued)
+    return CertPair(cert, key, cert_info(cert).serial)
 
 
 def write_pair(directory: Path, pair: CertPair) -> tuple[Path, Path]:
