@@ -94,10 +94,10 @@ class SelfManagedSettings:
             dir=Path(directory or "."),
             validating_webhook_configuration=text("validatingWebhookConfiguration"),
             mutating_webhook_configuration=text("mutatingWebhookConfiguration"),
-            validity_days=number("validityDays", 365),
-            renew_before_days=number("renewBeforeDays", 120),
-            ca_validity_days=number("caValidityDays", 3650),
-            ca_propagation_seconds=number("caPropagationSeconds", 600),
+            validity_days=number("validityDays", cls.validity_days),
+            renew_before_days=number("renewBeforeDays", cls.renew_before_days),
+            ca_validity_days=number("caValidityDays", cls.ca_validity_days),
+            ca_propagation_seconds=number("caPropagationSeconds", cls.ca_propagation_seconds),
         )
         if settings.renew_before_days >= settings.validity_days:
             raise SettingsError("certificates.selfManaged: renewBeforeDays must be less than validityDays")
@@ -223,7 +223,7 @@ class SelfManagedCertificates:
         if not _usable_pair(state.ca_cert, state.ca_key) or not certs.cert_info(state.ca_cert).is_ca:
             log.info("creating a new CA and serving certificate", extra={"fields": {"secret": s.secret_name}})
             ca_cert, ca_key = certs.make_ca(days=s.ca_validity_days, now=now)
-            cert, key = certs.make_serving_cert(ca_cert, ca_key, s.dns_names, (), s.validity_days, now=now)
+            cert, key = self._issue(ca_cert, ca_key, now)
             return CertState(ca_cert, ca_key, cert, key)
         changed = False
         planned = CertState(**{**state.__dict__, "annotations": dict(state.annotations)})
@@ -242,9 +242,7 @@ class SelfManagedCertificates:
                 planned.next_ca_cert = planned.next_ca_key = b""
                 planned.annotations.pop(NEXT_CA_SINCE, None)
                 planned.annotations[PREVIOUS_CA_UNTIL] = (now + propagation).isoformat()
-                planned.cert, planned.key = certs.make_serving_cert(
-                    planned.ca_cert, planned.ca_key, s.dns_names, (), s.validity_days, now=now
-                )
+                planned.cert, planned.key = self._issue(planned.ca_cert, planned.ca_key, now)
                 log.info("switched the serving certificate to the new CA")
                 return planned
         elif certs.cert_info(planned.ca_cert).not_after - now < datetime.timedelta(days=2 * s.renew_before_days):
@@ -253,12 +251,16 @@ class SelfManagedCertificates:
             log.info("the CA nears expiry: publishing its successor in caBundle first")
             changed = True
         if self._serving_cert_stale(planned, now):
-            planned.cert, planned.key = certs.make_serving_cert(
-                planned.ca_cert, planned.ca_key, s.dns_names, (), s.validity_days, now=now
-            )
+            planned.cert, planned.key = self._issue(planned.ca_cert, planned.ca_key, now)
             log.info("renewed the serving certificate", extra={"fields": {"secret": s.secret_name}})
             changed = True
         return planned if changed else state
+
+    def _issue(self, ca_cert: bytes, ca_key: bytes, now: datetime.datetime) -> tuple[bytes, bytes]:
+        """A serving certificate for the Service's names, signed by the given CA."""
+        return certs.make_serving_cert(
+            ca_cert, ca_key, self.settings.dns_names, (), self.settings.validity_days, now=now
+        )
 
     def _serving_cert_stale(self, state: CertState, now: datetime.datetime) -> bool:
         if not _usable_pair(state.cert, state.key) or not certs.signed_by(state.cert, state.ca_cert):
