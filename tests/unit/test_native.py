@@ -97,7 +97,9 @@ def test_other_forms_go_to_libjq(expression: str) -> None:
     ],
 )
 def test_provable_prefixes(expression: str, prefix: tuple[str, ...]) -> None:
-    assert native.root_prefix(expression) == prefix
+    found = native.reach(expression)
+    assert found is not None
+    assert found.prefix == prefix
 
 
 @pytest.mark.parametrize(
@@ -106,7 +108,7 @@ def test_provable_prefixes(expression: str, prefix: tuple[str, ...]) -> None:
      'getpath(["a"])', ".spec.a == .status.b", "if .spec.a then .b else .c end"],
 )  # fmt: skip
 def test_unprovable_prefixes(expression: str) -> None:
-    assert native.root_prefix(expression) is None
+    assert native.reach(expression) is None
 
 
 COMPLEX = [
@@ -169,8 +171,9 @@ def test_prune_projects_iterated_elements() -> None:
 
 def test_prune_keeps_only_the_prefixes() -> None:
     doc = {"spec": {"groups": [1], "big": "x" * 100, "flag": True}, "status": {"a": 1}, "metadata": {}}
-    assert native.prune(doc, [("spec", "groups"), ("spec", "flag")]) == {"spec": {"groups": [1], "flag": True}}
-    assert native.prune(doc, [("spec",), ("spec", "groups")]) == {"spec": doc["spec"]}
-    assert native.prune(doc, [("spec", "groups"), ("spec",)]) == {"spec": doc["spec"]}
-    assert native.prune(doc, [("nope", "x")]) == {}
-    assert native.prune({"spec": "text"}, [("spec", "groups")]) == {"spec": "text"}
+    groups, flag, spec = native.Reach(("spec", "groups")), native.Reach(("spec", "flag")), native.Reach(("spec",))
+    assert native.prune(doc, [groups, flag]) == {"spec": {"groups": [1], "flag": True}}
+    assert native.prune(doc, [spec, groups]) == {"spec": doc["spec"]}
+    assert native.prune(doc, [groups, spec]) == {"spec": doc["spec"]}
+    assert native.prune(doc, [native.Reach(("nope", "x"))]) == {}
+    assert native.prune({"spec": "text"}, [groups]) == {"spec": "text"}

@@ -4,7 +4,7 @@ Most Karta paths are `.a.b["c"][]?.d` or a literal. Feeding a document to libjq 
 per KB (the JSON text has to be parsed into jq values), far more than walking a dict, so these paths
 are evaluated here with jq's exact semantics (null propagation, errors, `[]?`, sorted object keys as
 gojq iterates them). A path outside that subset still goes to libjq, but it is given only the parts
-of the document it can reach, when its form proves that (see `root_prefix`).
+of the document it can reach, when its form proves that (see `reach`).
 """
 
 from __future__ import annotations
@@ -150,11 +150,6 @@ class Reach:
     fields: frozenset[str] | None = None
 
 
-def root_prefix(expression: str) -> Location | None:
-    found = reach(expression)
-    return found.prefix if found is not None else None
-
-
 def reach(expression: str) -> Reach | None:
     """The part of the document an expression can read, or None when that is not provable.
 
@@ -267,11 +262,10 @@ def _after_definitions(tokens: Sequence[Token]) -> int:
     return index
 
 
-def prune(document: Any, reaches: Sequence[Reach | Location]) -> Any:
+def prune(document: Any, reaches: Sequence[Reach]) -> Any:
     """A copy of the document holding only what the given reaches can read (at the same paths)."""
     plan: dict[Location, frozenset[str] | None] = {}
-    for item in reaches:
-        found = item if isinstance(item, Reach) else Reach(tuple(item))
+    for found in reaches:
         if found.prefix in plan:
             known = plan[found.prefix]
             plan[found.prefix] = None if known is None or found.fields is None else known | found.fields
