@@ -7,6 +7,7 @@ settings, default 2 / 4), BENCH_CONNECTIONS (default 16).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ import orjson
 import requests
 
 from bench.bodies import bodies, rayservice
+from tests.e2e.server import memory_kb, worker_pids
 from tests.e2e.tls_helpers import free_port
 from tests.reviews import review
 from webhook.admission import Admission, parse_review
@@ -103,21 +105,6 @@ def run_hey(url: str, body: Path, connections: int = CONNECTIONS) -> Measurement
     errors += sum(int(n) for n in re.findall(r"\[(\d+)\]", error_block))
     tool = "hey" if connections == CONNECTIONS else f"hey-c{connections}"
     return Measurement(tool, rps, percentiles["50"], percentiles["90"], percentiles["99"], errors)
-
-
-def _worker_pids(master: int) -> list[int]:
-    path = Path(f"/proc/{master}/task/{master}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 @contextmanager
@@ -265,8 +252,9 @@ def main() -> int:
 
             def watch_rss() -> None:
                 while not stop.wait(0.2):
-                    for pid in _worker_pids(process.pid):
-                        peak[pid] = max(peak.get(pid, 0.0), _peak_rss_mb(pid))
+                    for pid in worker_pids(process.pid):
+                        with contextlib.suppress(OSError):  # a worker that just exited
+                            peak[pid] = max(peak.get(pid, 0.0), memory_kb(pid, "VmHWM") / 1024)
 
             watcher = threading.Thread(target=watch_rss, daemon=True)
             watcher.start()

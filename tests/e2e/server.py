@@ -43,8 +43,21 @@ class RunningServer:
         return self.log_file.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(p) for p in children.read_text().split()] if children.exists() else []
+        return worker_pids(self.process.pid)
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn master's children: its workers."""
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def memory_kb(pid: int, field: str) -> int:
+    """A memory figure of a live process from /proc (VmRSS: resident now, VmHWM: its peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def start_server(directory: Path, config: dict[str, Any] | None = None, *extra: str, workers: int = 2) -> RunningServer:

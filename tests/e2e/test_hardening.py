@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.server import RunningServer, serving
+from tests.e2e.server import RunningServer, memory_kb, serving
 from tests.reviews import review
 from tests.unit.test_rules import service
 from webhook.karta.definitions import builtin_definitions
@@ -30,13 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def server() -> Iterator[RunningServer]:
     with serving({}) as running:
         yield running
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def test_deeply_nested_json_is_refused_quickly(server: RunningServer) -> None:
@@ -55,10 +48,10 @@ def test_large_reviews_keep_memory_bounded(server: RunningServer) -> None:
     big["metadata"]["annotations"] = {"blob": "x" * (6 * 1024 * 1024)}
     body = review(big)
     server.post("/validate", body)  # warm-up: allocator high-water mark
-    before = {pid: rss_kb(pid) for pid in server.worker_pids()}
+    before = {pid: memory_kb(pid, "VmRSS") for pid in server.worker_pids()}
     for _ in range(10):
         assert server.post("/validate", body, timeout=30).json()["response"]["allowed"] is True
-    growth = max(rss_kb(pid) - before.get(pid, 0) for pid in server.worker_pids())
+    growth = max(memory_kb(pid, "VmRSS") - before.get(pid, 0) for pid in server.worker_pids())
     assert growth < 100 * 1024, f"a worker grew by {growth} KiB over 10 large reviews"
 
 
