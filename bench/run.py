@@ -32,6 +32,7 @@ import requests
 from bench.bodies import bodies, rayservice
 from tests.e2e.server import memory_kb, worker_pids
 from tests.e2e.tls_helpers import free_port
+from tests.e2e.tls_helpers import run_hey as hey
 from tests.reviews import review
 from webhook.admission import Admission, parse_review
 from webhook.certs import make_bundle, write_bundle
@@ -90,21 +91,15 @@ def run_wrk(url: str, body: Path) -> Measurement:
 
 
 def run_hey(url: str, body: Path, connections: int = CONNECTIONS) -> Measurement:
-    out = subprocess.run(
-        ["hey", "-z", f"{SECONDS}s", "-c", str(connections), "-t", "10", "-m", "POST", "-T", "application/json",
-         "-D", str(body), url],
-        capture_output=True, text=True, check=True, timeout=SECONDS + 60,
-    ).stdout  # fmt: skip
+    result = hey(url, body, duration=f"{SECONDS}s", timeout_s=10, concurrency=connections,
+                 process_timeout=SECONDS + 60)  # fmt: skip
+    out = result.output
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     percentiles = {p: float(v) * 1000 for p, v in re.findall(r"^\s+(50|90|99)% in ([\d.]+) secs", out, re.M)}
     if "99" not in percentiles:  # hey prints "0% in 0.0000" for p99 below 100 requests: the slowest bounds it
         percentiles["99"] = float(re.search(r"Slowest:\s+([\d.]+)", out).group(1)) * 1000  # type: ignore[union-attr]
-    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
-    errors = sum(int(n) for code, n in codes.items() if code != "200")
-    error_block = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
-    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]", error_block))
     tool = "hey" if connections == CONNECTIONS else f"hey-c{connections}"
-    return Measurement(tool, rps, percentiles["50"], percentiles["90"], percentiles["99"], errors)
+    return Measurement(tool, rps, percentiles["50"], percentiles["90"], percentiles["99"], result.error_count)
 
 
 @contextmanager

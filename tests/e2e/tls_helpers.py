@@ -269,7 +269,15 @@ class HeyResult:
         return sum(self.errors.values()) + sum(n for code, n in self.statuses.items() if code != 200)
 
 
-def run_hey(url: str, body_path: Path, *, duration: str = "2s", timeout_s: int = 3, concurrency: int = 16) -> HeyResult:
+def run_hey(
+    url: str,
+    body_path: Path,
+    *,
+    duration: str = "2s",
+    timeout_s: int = 3,
+    concurrency: int = 16,
+    process_timeout: float = 120,
+) -> HeyResult:
     """hey (Go net/http, keep-alive) POSTing ``body_path`` for ``duration``; parsed counts."""
     command = [
         HEY,
@@ -287,7 +295,7 @@ def run_hey(url: str, body_path: Path, *, duration: str = "2s", timeout_s: int =
         str(body_path),
         url,
     ]
-    output = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    output = subprocess.run(command, capture_output=True, text=True, timeout=process_timeout, check=True).stdout
     return parse_hey(output)
 
 
