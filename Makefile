@@ -61,7 +61,7 @@ fuzz: $(STAMP) ## long fuzzing run of the HTTP endpoints (100,000 generated revi
 	FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q -p no:randomly tests/e2e/test_fuzz.py
 
 crd-defaults: $(STAMP) ## regenerate webhook/kube/data/crd_defaults.json from KubeRay's CRDs
-	$(BIN)/python scripts/gen_crd_defaults.py --out webhook/kube/data/crd_defaults.json ../shared/corpus/kuberay/crd/ray.io_*.yaml
+	$(BIN)/python scripts/gen_crd_defaults.py --out webhook/kube/data/crd_defaults.json tests/data/corpus/kuberay/crd/ray.io_*.yaml
 
 clean: ## remove the virtualenv, tools, certificates and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -4,7 +4,7 @@ Keeps, for every served version of every CRD, only the schema branches that defa
 webhook/kube/defaults.py), as compact JSON with sorted keys, so the same CRDs always give the same bytes.
 
     python scripts/gen_crd_defaults.py --out webhook/kube/data/crd_defaults.json \
-        ../shared/corpus/kuberay/crd/ray.io_{rayclusters,rayjobs,rayservices}.yaml
+        tests/data/corpus/kuberay/crd/ray.io_{rayclusters,rayjobs,rayservices}.yaml
 """
 
 from __future__ import annotations

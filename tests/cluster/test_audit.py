@@ -26,7 +26,7 @@ from tests.cluster.emulator import (
     wait_until,
     worker_group,
 )
-from tests.corpus import ray_objects, requires_corpus
+from tests.corpus import ray_objects
 from webhook.checker import Checker
 from webhook.cli import main
 from webhook.cluster import kube
@@ -90,7 +90,6 @@ def audit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str
     return code, out, err
 
 
-@requires_corpus
 def test_json_has_one_result_per_object_with_the_checks_verdict(
     corpus_cluster: tuple[EmulatedCluster, list[dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -120,7 +119,6 @@ def test_json_has_one_result_per_object_with_the_checks_verdict(
     assert denied == [("RayCluster", "broken", "broken-raycluster"), ("RayService", "broken", "broken-rayservice")]
 
 
-@requires_corpus
 def test_text_lists_the_problems_and_sums_up(
     corpus_cluster: tuple[EmulatedCluster, list[dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -147,7 +145,6 @@ def denial_message(cluster: EmulatedCluster, name: str) -> str:
     return verdict.violations[0].message
 
 
-@requires_corpus
 def test_exit_codes(
     corpus_cluster: tuple[EmulatedCluster, list[dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import CORPUS, requires_corpus, sample_files
+from tests.corpus import CORPUS, sample_files
 from webhook.cli import main
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -125,14 +125,12 @@ def test_list_documents_are_checked(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 1 and "RayService ml/broken-service: DENIED" in out
 
 
-@requires_corpus
 def test_whole_corpus_passes(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, *map(str, sample_files()))
     assert code == 0, out
     assert out.splitlines()[-1].startswith("82 objects checked: 0 denied")
 
 
-@requires_corpus
 def test_console_script() -> None:
     sample = CORPUS / "ray-service.sample.yaml"
     done = subprocess.run(

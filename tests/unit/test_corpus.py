@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.corpus import EXPECTED_RAY_OBJECTS, ray_object_params, ray_objects, requires_corpus
+from tests.corpus import EXPECTED_RAY_OBJECTS, ray_object_params, ray_objects
 from webhook.checker import Checker
 from webhook.config import parse_config
 from webhook.gang import group_infos
@@ -38,7 +38,6 @@ def kuberay_pods(group: dict[str, Any], field: str) -> int:
     return min(value * hosts, INT32_MAX)
 
 
-@requires_corpus
 def test_corpus_holds_every_ray_object() -> None:
     assert len(list(ray_objects())) == EXPECTED_RAY_OBJECTS
 
@@ -74,7 +73,6 @@ def test_sample_resolves_like_kuberay_and_is_not_denied(path: str, raw: dict[str
     assert [v for v in verdict.violations if v.severity is Severity.DENY] == []
 
 
-@requires_corpus
 def test_corpus_warnings_are_the_expected_few() -> None:
     """The samples are real: the only findings are advisory (GPU taint tolerations)."""
     rules: set[str] = set()

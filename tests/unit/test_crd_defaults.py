@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.corpus import CORPUS, EXPECTED_RAY_OBJECTS, ROOT, corpus_available, ray_object_params, requires_corpus
+from tests.corpus import CORPUS, EXPECTED_RAY_OBJECTS, ROOT, ray_object_params
 from tests.strategies import ANY_JSON
 from webhook.kube.defaults import CRDDefaults, CRDSchemaError, prune_schema
 
@@ -460,7 +460,6 @@ def test_malformed_crds_are_refused(mutate: Any, message: str) -> None:
 # --- the corpus --------------------------------------------------------------------------------------
 
 
-@requires_corpus
 def test_corpus_has_the_expected_ray_objects() -> None:
     assert len(ray_object_params()) == EXPECTED_RAY_OBJECTS
 
@@ -479,7 +478,6 @@ def test_corpus_object_defaults_like_the_api_server(path: str, raw: dict[str, An
     assert known_fields_only(out) == reference_defaulting(raw)
 
 
-@requires_corpus
 def test_shipped_data_is_up_to_date(tmp_path: Path) -> None:
     out = tmp_path / "crd_defaults.json"
     subprocess.run(
@@ -709,7 +707,6 @@ def test_generated_objects_idempotent_unmutated_and_complete(obj: dict[str, Any]
             assert group[key] == expected
 
 
-@pytest.mark.skipif(not corpus_available(), reason=f"KubeRay CRDs not found at {CORPUS} (../shared is absent)")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kuberay_objects())
 def test_generated_objects_agree_with_the_stepwise_algorithm_on_whole_schemas(obj: dict[str, Any]) -> None:
