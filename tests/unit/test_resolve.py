@@ -82,6 +82,25 @@ def test_multi_host_default_max_is_capped_at_int32() -> None:
     assert instance.scale == Scale(4, 0, 2147483647)
 
 
+@pytest.mark.parametrize("kind", ["RayService", "RayCluster", "RayJob"])
+def test_suspended_hint_marks_suspended_groups_only(kind: str) -> None:
+    groups = [
+        {"groupName": "paused", "replicas": 2, "minReplicas": 1, "maxReplicas": 3, "suspend": True},
+        {"groupName": "running", "replicas": 1, "minReplicas": 1, "maxReplicas": 3, "suspend": False},
+        {"groupName": "plain", "replicas": 1, "minReplicas": 0, "maxReplicas": 3},
+    ]
+    cluster = rayservice(*groups)["spec"]["rayClusterConfig"]
+    spec = {"RayService": {"rayClusterConfig": cluster}, "RayCluster": cluster, "RayJob": {"rayClusterSpec": cluster}}
+    obj = {"apiVersion": "ray.io/v1", "kind": kind, "metadata": {"name": "x"}, "spec": spec[kind]}
+    workload = resolver_for(kind).resolve(obj)
+    assert workload.all_errors() == []
+    assert [(i.id, i.suspended) for i in workload.components["worker"].instances] == [
+        ("paused", True),
+        ("running", False),
+        ("plain", False),
+    ]
+
+
 def test_autoscaling_hint() -> None:
     workload = resolver_for("RayService").resolve(rayservice({"groupName": "a"}, autoscaling=True))
     assert workload.autoscaling

@@ -333,6 +333,8 @@ def jq_fields(definition: KartaDefinition) -> list[tuple[str, str]]:
             fields.append(
                 (f"annotation {HINTS_ANNOTATION} components.{name}.podsPerReplicaPath", ch.pods_per_replica_path)
             )
+        if ch.suspended_path:
+            fields.append((f"annotation {HINTS_ANNOTATION} components.{name}.suspendedPath", ch.suspended_path))
     return fields
 
 
@@ -366,6 +368,7 @@ def _hints(annotations: Mapping[str, str]) -> tuple[PolicyHints, list[str]]:
         name: ComponentHints(
             role=c.get("role"),
             pods_per_replica_path=c.get("podsPerReplicaPath"),
+            suspended_path=c.get("suspendedPath"),
             reserved_instance_ids=frozenset(c.get("reservedInstanceIds") or ()),
         )
         for name, c in (raw.get("components") or {}).items()

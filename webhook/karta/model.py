@@ -170,6 +170,7 @@ class PodGroupV2:
 class ComponentHints:
     role: str | None = None  # "head": the coordinator pod, expected to hold no GPUs
     pods_per_replica_path: str | None = None  # aligned with the component's instances
+    suspended_path: str | None = None  # aligned; true: the instance runs no pods whatever its scale says
     reserved_instance_ids: frozenset[str] = frozenset()
 
 

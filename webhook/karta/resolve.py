@@ -56,6 +56,8 @@ class Instance:
     scale_locations: Mapping[str, PathParts]  # "replicas"/"minReplicas"/"maxReplicas" -> field location
     pods_per_replica: int | None
     pod: PodView | None
+    # The instance runs no pods whatever its scale says (policy hint suspendedPath; Ray: suspend: true).
+    suspended: bool = False
 
     @property
     def label(self) -> str:
@@ -178,6 +180,7 @@ class WorkloadResolver:
                 for scale_field, path in c.scale.paths().items():
                     add(c.name, scale_field, path)
             add(c.name, "podsPerReplica", definition.hints.for_component(c.name).pods_per_replica_path)
+            add(c.name, "suspended", definition.hints.for_component(c.name).suspended_path)
         add("", "autoscaling", definition.hints.autoscaling_path)
         self._batch = PathBatch(expressions)
 
@@ -246,6 +249,10 @@ def _resolve_component(c: Component, outcome: Any, obj: Mapping[str, Any]) -> Re
             pods_per_replica = [jqengine.to_int32(v) for v in ppr[0]]
         except ConversionError as exc:
             errors.append(f"policy hint podsPerReplicaPath: {exc}")
+    suspended: list[bool] = [False] * count
+    flags = aligned("suspended", "policy hint suspendedPath")
+    if flags is not None:
+        suspended = [v is True for v in flags[0]]
 
     instances = []
     for index, instance_id in enumerate(ids):
@@ -263,6 +270,7 @@ def _resolve_component(c: Component, outcome: Any, obj: Mapping[str, Any]) -> Re
                 scale_locations=found,
                 pods_per_replica=pods_per_replica[index],
                 pod=pod,
+                suspended=suspended[index],
             )
         )
     seen: set[str] = set()
