@@ -319,7 +319,7 @@ def parse_hey(output: str) -> HeyResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from webhook.server import logs
+    from webhook.observability import logs
     from webhook.server.gunicorn_settings import WebhookGunicornApp, gunicorn_settings
 
     parser = argparse.ArgumentParser(description=__doc__)

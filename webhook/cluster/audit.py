@@ -33,8 +33,8 @@ from webhook.checker import Checker, Verdict, load_definitions
 from webhook.config import Config
 from webhook.karta.model import GVK
 from webhook.karta.registry import DefinitionSet
+from webhook.observability import logs, metrics
 from webhook.policy.model import Severity
-from webhook.server import logs, metrics
 
 from .kartas import cluster_definition_set
 from .kube import (

@@ -23,7 +23,7 @@ from webhook.checker import Checker
 from webhook.karta.definitions import DefinitionError, parse_definition
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.registry import DefinitionSet
-from webhook.server import logs, metrics
+from webhook.observability import logs, metrics
 
 from .kube import Reflector, WatchSettings, api_error, discover, list_all
 

@@ -29,7 +29,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from webhook import __version__
 from webhook.karta.model import GVK
-from webhook.server import logs, metrics
+from webhook.observability import logs, metrics
 
 log = logs.get("cluster")
 

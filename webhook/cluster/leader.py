@@ -22,7 +22,7 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.server import logs, metrics
+from webhook.observability import logs, metrics
 
 from .kube import CONNECTION_ERRORS, api_error, connection_error
 

@@ -23,7 +23,7 @@ from webhook.checker import Checker
 from webhook.gang import GroupInfo, group_infos
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.registry import DefinitionSet
-from webhook.server import logs, metrics
+from webhook.observability import logs, metrics
 
 from .kube import Reflector, WatchSettings
 

@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook import certs
 from webhook.config import ConfigError
-from webhook.server import logs
+from webhook.observability import logs
 
 log = logs.get("certificates")
 

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook.admission import Admission, Outcome, Review, ReviewError, error_response, parse_review
 from webhook.config import Mode
-from webhook.server import logs, metrics
+from webhook.observability import logs, metrics
 
 # controller-runtime's bound: two objects of up to 3 MiB (the API server's own request limit) plus envelope.
 MAX_BODY_BYTES = 7 * 1024 * 1024

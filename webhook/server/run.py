@@ -18,7 +18,7 @@ from flask import Flask
 from webhook.admission import Admission
 from webhook.checker import Checker, load_definitions
 from webhook.config import Config
-from webhook.server import logs, metrics
+from webhook.observability import logs, metrics
 from webhook.server.app import ServerState, create_app
 from webhook.server.gunicorn_settings import WebhookGunicornApp, gunicorn_settings
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography import x509
 
-from webhook.server import logs
+from webhook.observability import logs
 
 log = logs.get("tls")
 

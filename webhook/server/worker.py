@@ -40,7 +40,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers import gthread
 
-from webhook.server import logs
+from webhook.observability import logs
 
 log = logs.get("worker")
 
