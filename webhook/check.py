@@ -14,7 +14,8 @@ import yaml
 
 from webhook.checker import Checker, Verdict, load_definitions
 from webhook.config import Config
-from webhook.karta.definitions import DefinitionError, load_documents, load_file
+from webhook.karta.load import load_documents, load_file
+from webhook.karta.parse import DefinitionError
 from webhook.kube.defaults import CRDDefaults, CRDSchemaError
 from webhook.policy.model import RULES, Severity
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import Config, Mode
-from webhook.karta.definitions import load_directory
+from webhook.karta.load import load_directory
 from webhook.karta.registry import CompiledDefinition, DefinitionSet
 from webhook.karta.resolve import ResolvedWorkload
 from webhook.policy.engine import denied, evaluate

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from webhook import __version__
 from webhook.config import Config, ConfigError, Mode, load_config
-from webhook.karta.definitions import DefinitionError
+from webhook.karta.parse import DefinitionError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from webhook.karta.definitions import schema_problems
 from webhook.policy.engine import RULES  # the registry, once every rule module is imported
 from webhook.policy.model import (
     DEFAULT_GPU_NODE_LABEL_KEYS,
@@ -21,6 +20,7 @@ from webhook.policy.model import (
     PolicySettings,
     Severity,
 )
+from webhook.schemas import schema_problems
 
 NAMESPACE_MODE_LABEL = "karta-admission.io/mode"
 

@@ -10,7 +10,7 @@ import pytest
 from webhook.cli import build_parser
 from webhook.cluster.selfcerts import SelfManagedSettings
 from webhook.config import parse_config
-from webhook.karta.definitions import load_directory
+from webhook.karta.load import load_directory
 from webhook.policy.model import DEFAULT_GPU_NODE_LABEL_KEYS, DEFAULT_GPU_PATTERNS, DEFAULT_GPU_TAINT_KEYS
 
 from .cases import DEFAULT_VALUES, SCHEDULERS, VALUE_SETS, config_map, config_of, container, effective_values, volume

@@ -20,7 +20,7 @@ import yaml
 from tests.e2e.server import RunningServer, memory_kb, serving
 from tests.reviews import review
 from tests.unit.test_rules import service
-from webhook.karta.definitions import builtin_definitions
+from webhook.karta.load import builtin_definitions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("hardening")]
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,14 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from webhook.karta.definitions import (
-    DefinitionError,
-    builtin_definitions,
-    load_directory,
-    load_file,
-    parse_definition,
-)
+from webhook.karta.load import builtin_definitions, load_directory, load_file
 from webhook.karta.model import GVK, HINTS_ANNOTATION
+from webhook.karta.parse import DefinitionError, parse_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 

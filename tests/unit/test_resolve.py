@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from tests.unit.test_definitions import children, minimal
-from webhook.karta.definitions import builtin_definitions, parse_definition
+from webhook.karta.load import builtin_definitions
 from webhook.karta.model import GVK
+from webhook.karta.parse import parse_definition
 from webhook.karta.resolve import Scale, WorkloadResolver
 from webhook.kube.fieldpath import format_path
 

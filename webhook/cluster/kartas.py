@@ -20,8 +20,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from webhook.checker import Checker
-from webhook.karta.definitions import DefinitionError, parse_definition
 from webhook.karta.model import GVK, KartaDefinition
+from webhook.karta.parse import DefinitionError, parse_definition
 from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.karta.definitions import builtin_definitions
+from webhook.karta.load import builtin_definitions
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.pods import PodClassifier
 from webhook.karta.resolve import ResolvedWorkload, WorkloadResolver
