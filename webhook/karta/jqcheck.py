@@ -79,76 +79,68 @@ def _scan(src: str, i: int, out: list[Token], *, stop_at_paren: bool) -> int:
     depth = 0
     n = len(src)
     while i < n:
-        c = src[i]
-        if c.isspace():
-            i += 1
+        after = _scan_word(src, i, out)
+        if after is not None:
+            i = after
             continue
-        if c == "#":
-            while i < n and src[i] != "\n":
-                i += 1
-            continue
-        if c == '"':
-            i = _scan_string(src, i, out)
-            continue
-        if c == "@":
-            m = _IDENT.match(src, i + 1)
-            if not m:
-                raise JqSyntaxError(f"bad format at {i}")
-            out.append(Token("format", src[i : m.end()], i))
-            i = m.end()
-            continue
-        if c == "$":
-            m = _IDENT.match(src, i + 1)
-            if not m:
-                raise JqSyntaxError(f"bad variable at {i}")
-            out.append(Token("var", src[i : m.end()], i))
-            i = m.end()
-            continue
-        if c == ".":
-            if src.startswith("..", i):
-                out.append(Token("recurse", "..", i))
-                i += 2
-                continue
-            m = _IDENT.match(src, i + 1)
-            if m and "::" not in m.group(0):
-                out.append(Token("field", m.group(0), i))
-                i = m.end()
-                continue
-            num = _NUMBER.match(src, i)
-            if num and num.end() > i + 1:
-                out.append(Token("num", num.group(0), i))
-                i = num.end()
-                continue
-            out.append(Token("op", ".", i))
-            i += 1
-            continue
-        if c.isdigit():
-            num = _NUMBER.match(src, i)
-            assert num is not None
-            out.append(Token("num", num.group(0), i))
-            i = num.end()
-            continue
-        m = _IDENT.match(src, i)
-        if m:
-            out.append(Token("ident", m.group(0), i))
-            i = m.end()
-            continue
-        for op in _OPERATORS:
-            if src.startswith(op, i):
-                if stop_at_paren and op == ")" and depth == 0:
-                    return i + 1
-                if op == "(":
-                    depth += 1
-                elif op == ")":
-                    depth -= 1
-                out.append(Token("op", op, i))
-                i += len(op)
-                break
-        else:
-            raise JqSyntaxError(f"unexpected character {c!r} at {i}")
+        op = next((op for op in _OPERATORS if src.startswith(op, i)), None)
+        if op is None:
+            raise JqSyntaxError(f"unexpected character {src[i]!r} at {i}")
+        if stop_at_paren and op == ")" and depth == 0:
+            return i + 1
+        depth += {"(": 1, ")": -1}.get(op, 0)
+        out.append(Token("op", op, i))
+        i += len(op)
     if stop_at_paren:
         raise JqSyntaxError("unterminated string interpolation")
     return i
+
+
+def _scan_word(src: str, i: int, out: list[Token]) -> int | None:
+    """Whitespace, a comment, or one token that is not an operator; where scanning goes on, or None."""
+    c = src[i]
+    if c.isspace():
+        return i + 1
+    if c == "#":
+        newline = src.find("\n", i)
+        return len(src) if newline < 0 else newline
+    if c == '"':
+        return _scan_string(src, i, out)
+    if c in "@$":
+        m = _IDENT.match(src, i + 1)
+        if not m:
+            raise JqSyntaxError(f"bad {'format' if c == '@' else 'variable'} at {i}")
+        out.append(Token("format" if c == "@" else "var", src[i : m.end()], i))
+        return m.end()
+    if c == ".":
+        return _scan_dot(src, i, out)
+    if c.isdigit():
+        num = _NUMBER.match(src, i)
+        assert num is not None
+        out.append(Token("num", num.group(0), i))
+        return num.end()
+    m = _IDENT.match(src, i)
+    if m:
+        out.append(Token("ident", m.group(0), i))
+        return m.end()
+    return None
+
+
+def _scan_dot(src: str, i: int, out: list[Token]) -> int:
+    """`..`, a `.field`, a number such as `.5`, or the identity `.`."""
+    if src.startswith("..", i):
+        out.append(Token("recurse", "..", i))
+        return i + 2
+    m = _IDENT.match(src, i + 1)
+    if m and "::" not in m.group(0):
+        out.append(Token("field", m.group(0), i))
+        return m.end()
+    num = _NUMBER.match(src, i)
+    if num and num.end() > i + 1:
+        out.append(Token("num", num.group(0), i))
+        return num.end()
+    out.append(Token("op", ".", i))
+    return i + 1
 
 
 def _scan_string(src: str, i: int, out: list[Token]) -> int:

@@ -311,37 +311,39 @@ def _pod_views(c: Component, count: int, aligned: Any) -> list[PodView | None]:
                 )
         return views
     # Fragmented definitions: assemble what the fragments give into a pod-spec-shaped view.
-    fragments: dict[str, tuple[list[Any], list[PathParts | None]]] = {}
+    fragments: dict[str, list[Any]] = {}
     for fragment in c.spec.fragments:
         got = aligned(f"fragment:{fragment}", f"fragmentedPodSpecDefinition.{fragment}")
         if got is not None:
-            fragments[fragment] = got
+            fragments[fragment] = got[0]
     for i in range(count):
-        assembled: dict[str, Any] = {}
-        labels: dict[str, Any] = {}
-        if "containersPath" in fragments:
-            assembled["containers"] = fragments["containersPath"][0][i]
-        elif "containerPath" in fragments:
-            assembled["containers"] = [fragments["containerPath"][0][i]]
-        elif "resourcesPath" in fragments:
-            assembled["containers"] = [{"name": "", "resources": fragments["resourcesPath"][0][i]}]
-        if "schedulerNamePath" in fragments:
-            assembled["schedulerName"] = fragments["schedulerNamePath"][0][i]
-        if "priorityClassNamePath" in fragments:
-            assembled["priorityClassName"] = fragments["priorityClassNamePath"][0][i]
-        affinity: dict[str, Any] = {}
-        if "nodeAffinityPath" in fragments:
-            affinity["nodeAffinity"] = fragments["nodeAffinityPath"][0][i]
-        if "podAffinityPath" in fragments:
-            affinity["podAffinity"] = fragments["podAffinityPath"][0][i]
-        if affinity:
-            assembled["affinity"] = affinity
-        if "labelsPath" in fragments:
-            labels["labels"] = fragments["labelsPath"][0][i]
-        if "annotationsPath" in fragments:
-            labels["annotations"] = fragments["annotationsPath"][0][i]
-        views[i] = PodView(spec=assembled or None, metadata=labels or None, spec_location=None)
+        values = {name: outputs[i] for name, outputs in fragments.items()}
+        spec, metadata = _assemble_fragments(values)
+        views[i] = PodView(spec=spec or None, metadata=metadata or None, spec_location=None)
     return views
+
+
+# Fragment -> the pod spec field it gives directly.
+_SPEC_FRAGMENTS = {"schedulerNamePath": "schedulerName", "priorityClassNamePath": "priorityClassName"}
+_AFFINITY_FRAGMENTS = {"nodeAffinityPath": "nodeAffinity", "podAffinityPath": "podAffinity"}
+_METADATA_FRAGMENTS = {"labelsPath": "labels", "annotationsPath": "annotations"}
+
+
+def _assemble_fragments(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pod spec and metadata from one instance's fragment values (fragment name -> value)."""
+    spec: dict[str, Any] = {}
+    if "containersPath" in values:
+        spec["containers"] = values["containersPath"]
+    elif "containerPath" in values:
+        spec["containers"] = [values["containerPath"]]
+    elif "resourcesPath" in values:
+        spec["containers"] = [{"name": "", "resources": values["resourcesPath"]}]
+    spec.update({field: values[name] for name, field in _SPEC_FRAGMENTS.items() if name in values})
+    affinity = {field: values[name] for name, field in _AFFINITY_FRAGMENTS.items() if name in values}
+    if affinity:
+        spec["affinity"] = affinity
+    metadata = {field: values[name] for name, field in _METADATA_FRAGMENTS.items() if name in values}
+    return spec, metadata
 
 
 def _scales(
