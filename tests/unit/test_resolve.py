@@ -243,3 +243,42 @@ def test_input_is_not_modified() -> None:
 @pytest.mark.parametrize("kind", ["RayService", "RayCluster", "RayJob"])
 def test_definition_root_kinds(kind: str) -> None:
     assert resolver_for(kind).definition.root_kind == GVK("ray.io", "v1", kind)
+
+
+def test_fragmented_pod_spec_is_assembled_per_instance() -> None:
+    d = minimal()
+    children(d)[0]["specDefinition"] = {
+        "fragmentedPodSpecDefinition": {
+            "containerPath": ".spec.groups[]?.main",
+            "schedulerNamePath": ".spec.groups[]?.scheduler",
+            "nodeAffinityPath": ".spec.groups[]?.placement",
+            "labelsPath": ".spec.groups[]?.podLabels",
+        }
+    }
+    resolver = WorkloadResolver(parse_definition(d, "t"))
+    obj = job(
+        {"name": "a", "main": {"name": "c", "image": "i"}, "scheduler": "volcano",
+         "placement": {"requiredDuringSchedulingIgnoredDuringExecution": {}}, "podLabels": {"x": "1"}},
+        {"name": "b", "main": {"name": "d"}, "scheduler": None, "placement": None, "podLabels": None},
+    )  # fmt: skip
+    workload = resolver.resolve(obj)
+    assert workload.all_errors() == []
+    a, b = workload.components["worker"].instances
+    assert a.pod is not None and b.pod is not None
+    assert a.pod.spec == {
+        "containers": [{"name": "c", "image": "i"}],
+        "schedulerName": "volcano",
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+    }
+    assert a.pod.metadata == {"labels": {"x": "1"}}
+    assert b.pod.spec == {"containers": [{"name": "d"}], "schedulerName": None, "affinity": {"nodeAffinity": None}}
+    assert a.pod.spec_location is None
+
+
+def test_fragmented_resources_stand_in_for_a_container() -> None:
+    d = minimal()
+    children(d)[0]["specDefinition"] = {"fragmentedPodSpecDefinition": {"resourcesPath": ".spec.groups[]?.res"}}
+    workload = WorkloadResolver(parse_definition(d, "t")).resolve(job({"name": "a", "res": {"limits": {"x": "1"}}}))
+    (a,) = workload.components["worker"].instances
+    assert a.pod is not None and a.pod.spec == {"containers": [{"name": "", "resources": {"limits": {"x": "1"}}}]}
+    assert a.pod.metadata is None
