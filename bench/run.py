@@ -36,7 +36,6 @@ from tests.e2e.tls_helpers import run_hey as hey
 from tests.reviews import review
 from webhook.admission import Admission, parse_review
 from webhook.certs import make_bundle, write_bundle
-from webhook.checker import Checker
 from webhook.config import parse_config
 from webhook.karta import jqengine
 from webhook.karta.registry import DefinitionSet
@@ -172,7 +171,7 @@ def in_process_scaling(*, remembered: bool) -> list[tuple[int, float]]:
     whose scale fields no earlier review had does.
     """
     jqengine.OUTPUT_CACHE_ENTRIES = DEFAULT_CACHE_ENTRIES if remembered else 0
-    admission = Admission(Checker(DefinitionSet.builtin(), parse_config({}, "bench")))
+    admission = Admission.for_config(parse_config({}, "bench"), DefinitionSet.builtin())
     points = []
     for groups in (1, 10, 50, 100, 200):
         body = orjson.dumps(review(rayservice(groups)))

@@ -10,12 +10,12 @@ from typing import Any, Protocol
 
 from jsonpointer import escape as escape_pointer
 
-from webhook.checker import Checker
-from webhook.config import Config, Mode
+from webhook.config import Config, GangSettings, build_evaluator
+from webhook.evaluation import Evaluator, Mode
 from webhook.gang import GroupInfo, PodGang, convention_for, desired_metadata
 from webhook.karta.model import GVK
+from webhook.karta.registry import DefinitionSet
 from webhook.kube import names
-from webhook.policy.engine import demote_existing
 from webhook.policy.model import Severity, Violation
 
 REVIEW_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
@@ -154,18 +154,22 @@ class NoOwnerIndex:
 
 
 class Admission:
-    def __init__(self, checker: Checker, owners: OwnerIndex | None = None) -> None:
-        self.checker = checker
+    def __init__(self, evaluator: Evaluator, gang: GangSettings, owners: OwnerIndex | None = None) -> None:
+        self.evaluator = evaluator
+        self.gang = gang
         self.owners: OwnerIndex = owners or NoOwnerIndex()
 
-    @property
-    def config(self) -> Config:
-        return self.checker.config
+    @classmethod
+    def for_config(
+        cls, config: Config, definitions: DefinitionSet | None = None, owners: OwnerIndex | None = None
+    ) -> Admission:
+        """Admission deciding with the configuration's policy, mode and gang settings."""
+        return cls(build_evaluator(config, definitions), config.gang, owners)
 
     # --- validation ---
 
     def validate(self, review: Review, mode: Mode | None = None) -> Outcome:
-        mode = mode or self.config.mode
+        mode = mode or self.evaluator.mode
         obj = review.request.get("object")
         outcome = Outcome(
             response=_envelope(review, {"allowed": True}),
@@ -178,20 +182,20 @@ class Admission:
         # Never stand in the way of deletes, status and scale writes, or kinds without a definition.
         if review.operation not in {"CREATE", "UPDATE"} or review.sub_resource or not isinstance(obj, dict):
             return outcome
-        compiled = self.checker.definition_for(_with_kind(obj, review.kind))
-        if compiled is None or mode is Mode.OFF:
-            return outcome
-        workload = compiled.resolve(_with_kind(obj, review.kind))
-        violations = self.checker.violations(workload)
         old = review.request.get("oldObject")
-        if review.operation == "UPDATE" and isinstance(old, dict) and violations:
-            old_violations = self.checker.violations(compiled.resolve(_with_kind(old, review.kind)))
-            violations = demote_existing(violations, old_violations)
+        verdict = self.evaluator.verdict(
+            _with_kind(obj, review.kind),
+            mode,
+            old=_with_kind(old, review.kind) if review.operation == "UPDATE" and isinstance(old, dict) else None,
+        )
+        if verdict is None or verdict.mode is Mode.OFF:
+            return outcome
+        violations = list(verdict.violations)
         outcome.violations = violations
-        denying = [v for v in violations if v.severity is Severity.DENY]
         response: dict[str, Any] = {"allowed": True}
-        if mode is Mode.ENFORCE and denying:
-            response = {"allowed": False, "status": _status(workload.kind, review, obj, denying)}
+        if not verdict.allowed:
+            denying = verdict.denying
+            response = {"allowed": False, "status": _status(verdict.kind, review, obj, denying)}
             warned = [v for v in violations if v.severity is not Severity.DENY]
             outcome.verdict = "denied"
         else:
@@ -216,7 +220,7 @@ class Admission:
             kind=review.kind.kind,
             operation=review.operation,
             namespace=review.namespace,
-            mode=str(self.config.mode),
+            mode=str(self.evaluator.mode),
         )
         if (
             review.operation != "CREATE"
@@ -224,14 +228,14 @@ class Admission:
             or review.kind.kind != "Pod"
             or review.kind.group
             or not isinstance(pod, dict)
-            or self.config.gang.scheduler == "none"
-            or self.config.mode is Mode.OFF
+            or self.gang.scheduler == "none"
+            or self.evaluator.mode is Mode.OFF
         ):
             return outcome
         owner = _controller(pod)
         if owner is None:
             return outcome
-        compiled = self.checker.definitions.for_kind(GVK.of(owner))
+        compiled = self.evaluator.definitions.for_kind(GVK.of(owner))
         if compiled is None:
             return outcome
         claim = compiled.classifier.classify(pod)
@@ -247,8 +251,7 @@ class Admission:
         info = self.owners.group_info(namespace, owner, effective, instance)
         if info is None:
             outcome.notes.append("size-unknown")
-        gang = convention_for(self.config.gang.scheduler, self.config.gang.custom_labels,
-                              self.config.gang.custom_annotations)  # fmt: skip
+        gang = convention_for(self.gang.scheduler, self.gang.custom_labels, self.gang.custom_annotations)
         labels, annotations = desired_metadata(
             gang, PodGang(claim.group_name, claim.component, claim.instance_id, namespace, info)
         )

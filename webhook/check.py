@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.checker import Checker, Verdict, load_definitions
-from webhook.config import Config
+from webhook.config import Config, build_evaluator, load_definitions
+from webhook.evaluation import Evaluator, Verdict
 from webhook.karta.load import load_documents, load_file
 from webhook.karta.parse import DefinitionError
 from webhook.kube.defaults import CRDDefaults, CRDSchemaError
@@ -86,7 +86,7 @@ def _items(document: Any) -> Iterator[tuple[str, Any]]:
         yield "", document
 
 
-def run_check(files: list[str], checker: Checker, defaulter: Defaulter) -> CheckReport:
+def run_check(files: list[str], evaluator: Evaluator, defaulter: Defaulter) -> CheckReport:
     report = CheckReport()
     for name in files:
         try:
@@ -104,10 +104,10 @@ def run_check(files: list[str], checker: Checker, defaulter: Defaulter) -> Check
                     report.skipped.append(f"{where}: not a Kubernetes object")
                     continue
                 kind = f"{item.get('apiVersion', '?')} {item.get('kind', '?')}"
-                if checker.definition_for(item) is None:
+                if evaluator.definition_for(item) is None:
                     report.skipped.append(f"{where}: {kind} {(item.get('metadata') or {}).get('name', '')}".rstrip())
                     continue
-                verdict = checker.verdict(defaulter.apply(item))
+                verdict = evaluator.verdict(defaulter.apply(item))
                 assert verdict is not None
                 report.checked.append(CheckedObject(name, index, verdict))
     return report
@@ -145,13 +145,13 @@ def print_text(report: CheckReport, out: TextIO, *, verbose: bool) -> None:
 
 
 def check_command(args: argparse.Namespace, config: Config) -> int:
-    checker = Checker(load_definitions(config), config)
+    evaluator = build_evaluator(config)
     try:
         defaulter = Defaulter(list(args.crd))
     except (OSError, yaml.YAMLError, CRDSchemaError) as exc:
         print(f"karta-admission: --crd: cannot use it: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    report = run_check(list(args.files), checker, defaulter)
+    report = run_check(list(args.files), evaluator, defaulter)
     for error in report.errors:
         print(f"karta-admission: {error}", file=sys.stderr)
     if args.output == "json":

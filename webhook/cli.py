@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import __version__
-from webhook.config import Config, ConfigError, Mode, load_config
+from webhook.config import Config, ConfigError, load_config
+from webhook.evaluation import Mode
 from webhook.karta.parse import DefinitionError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2

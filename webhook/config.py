@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -11,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from webhook.evaluation import DefinitionStore, Evaluator, Mode
+from webhook.karta.registry import DefinitionSet
 from webhook.policy.engine import RULES  # the registry, once every rule module is imported
 from webhook.policy.model import (
     DEFAULT_GPU_NODE_LABEL_KEYS,
@@ -23,12 +24,6 @@ from webhook.policy.model import (
 from webhook.schemas import schema_problems
 
 NAMESPACE_MODE_LABEL = "karta-admission.io/mode"
-
-
-class Mode(enum.StrEnum):
-    ENFORCE = "enforce"
-    AUDIT = "audit"
-    OFF = "off"
 
 
 class ConfigError(ValueError):
@@ -149,3 +144,14 @@ def parse_config(raw: Any, source: str) -> Config:
         self_managed_certificates=(raw.get("certificates") or {}).get("selfManaged"),
         source=source,
     )
+
+
+def load_definitions(config: Config) -> DefinitionSet:
+    """Built-in definitions, then those of the configured directories (which win for the same kind)."""
+    return DefinitionSet.from_directories(config.definition_directories)
+
+
+def build_evaluator(config: Config, definitions: DefinitionSet | None = None) -> Evaluator:
+    """The evaluator every command and the server decide with, over the given or the configured definitions."""
+    store = DefinitionStore(definitions if definitions is not None else load_definitions(config))
+    return Evaluator(store, config.policy, config.mode)

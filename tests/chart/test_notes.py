@@ -11,8 +11,8 @@ import yaml
 
 from tests.reviews import review
 from webhook.admission import Admission, parse_review
-from webhook.checker import Checker, load_definitions
-from webhook.config import Mode, parse_config
+from webhook.config import load_definitions, parse_config
+from webhook.evaluation import Mode
 
 from .cases import VALUE_SETS, config_of
 from .helm import NAMESPACE, Helm
@@ -36,7 +36,7 @@ def line_after(notes: str, marker: str) -> str:
 def server_answer(helm: Helm, values: dict[str, Any], obj: dict[str, Any], mode: Mode | None) -> dict[str, Any]:
     """What the server, configured by this chart, answers for the object (dry run, as in the notes)."""
     config = parse_config(config_of(helm.render(values)), "chart")
-    admission = Admission(Checker(load_definitions(config), config))
+    admission = Admission.for_config(config, load_definitions(config))
     response = admission.validate(parse_review(review(obj, dry_run=True, namespace="default")), mode).response
     result = response["response"]
     assert isinstance(result, dict)

@@ -27,13 +27,12 @@ from tests.cluster.emulator import (
     worker_group,
 )
 from tests.corpus import ray_objects
-from webhook.checker import Checker
 from webhook.cli import main
 from webhook.cluster import kube
 from webhook.cluster.audit import AuditLoop, PeriodicAudit, _Progress, run_audit
 from webhook.cluster.leader import LeaseElector, LeaseTimings
 from webhook.cluster.reports import MANAGED_BY, MANAGED_BY_LABEL, ObjectRef, PolicyReportWriter, report_name
-from webhook.config import Config, parse_config
+from webhook.config import Config, build_evaluator, parse_config
 from webhook.karta.registry import DefinitionSet
 
 FAST_LEASE = LeaseTimings(lease_duration_seconds=2, renew_deadline_seconds=1.0, retry_period_seconds=0.1)
@@ -97,12 +96,12 @@ def test_json_has_one_result_per_object_with_the_checks_verdict(
     code, out, err = audit(capsys, "-o", "json", "--kubeconfig", str(cluster.kubeconfig(tmp_path)))
     results = json.loads(out)
     assert code == 1, err  # the broken variants would be denied
-    checker = Checker(DefinitionSet.builtin(), Config())
+    evaluator = build_evaluator(Config(), DefinitionSet.builtin())
     expected = {}
     for obj in stored:
         if obj["metadata"]["name"] == "svc-x7k2p":
             continue  # owned by the RayService: not reported on its own
-        verdict = checker.verdict(obj)
+        verdict = evaluator.verdict(obj)
         assert verdict is not None
         expected[(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])] = {
             "apiVersion": "ray.io/v1",
@@ -140,7 +139,7 @@ def test_text_lists_the_problems_and_sums_up(
 
 def denial_message(cluster: EmulatedCluster, name: str) -> str:
     obj = next(o for kind in RAY for o in cluster.objects(kind) if o["metadata"]["name"] == name)
-    verdict = Checker(DefinitionSet.builtin(), Config()).verdict(obj)
+    verdict = build_evaluator(Config(), DefinitionSet.builtin()).verdict(obj)
     assert verdict is not None
     return verdict.violations[0].message
 
@@ -191,11 +190,11 @@ def test_paginated_listing_progress_and_kinds_not_served() -> None:
     with EmulatedCluster([RAYCLUSTERS, RAYSERVICES]) as cluster:  # no RayJob CRD
         for i in range(23):
             cluster.create(raycluster(f"rc{i:02}", worker_group("w", 1), namespace=f"ns{i % 2}"))
-        checker = Checker(DefinitionSet.builtin(), Config())
+        evaluator = build_evaluator(Config(), DefinitionSet.builtin())
         stream = _TerminalStream()
         progress = _Progress(stream, every=10)
         lists = cluster.requests("list", RAYCLUSTERS)
-        report = run_audit(cluster.client(), checker, page_size=5, progress=progress)
+        report = run_audit(cluster.client(), evaluator, page_size=5, progress=progress)
         progress.done()
         assert cluster.requests("list", RAYCLUSTERS) - lists == 5  # 5 + 5 + 5 + 5 + 3
         assert len(report.checked) == 23
@@ -206,7 +205,7 @@ def test_paginated_listing_progress_and_kinds_not_served() -> None:
         assert report.exit_code == 0
         assert stream.getvalue() == "\rchecked 10 objects...\rchecked 20 objects...\n"
         quiet = io.StringIO()  # not a terminal, small cluster: no progress at all
-        run_audit(cluster.client(), checker, progress=_Progress(quiet, every=10))
+        run_audit(cluster.client(), evaluator, progress=_Progress(quiet, every=10))
         assert quiet.getvalue() == ""
 
 
@@ -315,13 +314,13 @@ def test_the_audit_uses_the_clusters_kartas(
 def test_report_writer_keeps_reports_of_kinds_whose_listing_failed(cluster: EmulatedCluster) -> None:
     rc = cluster.create(raycluster("rc", worker_group("w", 1)))
     config = Config()
-    checker = Checker(DefinitionSet.builtin(), config)
+    evaluator = build_evaluator(config, DefinitionSet.builtin())
     writer = PolicyReportWriter(cluster.client(), config)
-    verdict = checker.verdict(rc)
+    verdict = evaluator.verdict(rc)
     assert verdict is not None
     assert writer.sync([(ObjectRef.of(rc), verdict)]).created == 1
     cluster.fail_next("list", RAYCLUSTERS)
-    report = run_audit(cluster.client(), checker)
+    report = run_audit(cluster.client(), evaluator)
     assert report.exit_code == 2
     assert report.errors == ["ray.io/v1 RayCluster: cannot list: 500 Internal Server Error: injected 500"]
     stats = writer.sync(((a.ref, a.verdict) for a in report.checked), keep_kinds=report.failed_kinds)

@@ -21,9 +21,9 @@ from tests.cluster.emulator import (
     raycluster_karta,
     wait_until,
 )
-from webhook.checker import Checker, load_definitions
 from webhook.cluster.kartas import KartaWatch, cluster_definition_set
-from webhook.config import Config, parse_config
+from webhook.config import Config, build_evaluator, load_definitions, parse_config
+from webhook.evaluation import Evaluator
 from webhook.karta.registry import DefinitionSet
 
 LOAD_ERRORS = "karta_admission_definition_load_errors_total"
@@ -37,18 +37,18 @@ def cluster() -> Iterator[EmulatedCluster]:
         yield emulated
 
 
-def start_watch(cluster: EmulatedCluster, config: Config | None = None) -> tuple[KartaWatch, Checker]:
+def start_watch(cluster: EmulatedCluster, config: Config | None = None) -> tuple[KartaWatch, Evaluator]:
     config = config or Config()
-    checker = Checker(load_definitions(config), config)
-    watch = KartaWatch(checker, cluster.client(), FAST)
+    evaluator = build_evaluator(config, load_definitions(config))
+    watch = KartaWatch(evaluator.store, cluster.client(), FAST)
     watch.start()
     wait_until(lambda: watch.readiness()[0], message="the first list of Kartas")
     wait_until(lambda: cluster.watchers(KARTAS) == 1, message="the Karta watch")
-    return watch, checker
+    return watch, evaluator
 
 
-def source(checker: Checker) -> str:
-    compiled = checker.definitions.for_kind(RAYCLUSTER_KIND)
+def source(evaluator: Evaluator) -> str:
+    compiled = evaluator.definitions.for_kind(RAYCLUSTER_KIND)
     assert compiled is not None
     return compiled.definition.source
 
@@ -62,23 +62,23 @@ def refused(karta: dict[str, Any]) -> dict[str, Any]:
 def test_a_cluster_karta_overrides_the_builtin_one_and_deleting_it_falls_back(
     cluster: EmulatedCluster,
 ) -> None:
-    watch, checker = start_watch(cluster)
+    watch, evaluator = start_watch(cluster)
     try:
-        assert source(checker).startswith("built-in:")
-        before = checker.definitions
+        assert source(evaluator).startswith("built-in:")
+        before = evaluator.definitions
         held = before.for_kind(RAYCLUSTER_KIND)
         stored = cluster.create(raycluster_karta("my-raycluster"))
-        wait_until(lambda: source(checker) == "cluster:my-raycluster")
+        wait_until(lambda: source(evaluator) == "cluster:my-raycluster")
         # Swapped by assignment: a request holding the old set still has the old definition.
-        assert checker.definitions is not before
+        assert evaluator.definitions is not before
         assert before.for_kind(RAYCLUSTER_KIND) is held
         assert held is not None
         assert held.definition.source.startswith("built-in:")
         # The other kinds keep their built-in definitions.
-        assert {c.definition.source.split(":")[0] for c in checker.definitions} == {"built-in", "cluster"}
+        assert {c.definition.source.split(":")[0] for c in evaluator.definitions} == {"built-in", "cluster"}
 
         cluster.delete(stored)
-        wait_until(lambda: source(checker).startswith("built-in:"))
+        wait_until(lambda: source(evaluator).startswith("built-in:"))
     finally:
         watch.stop()
 
@@ -87,13 +87,13 @@ def test_precedence_is_cluster_then_configured_files_then_builtin(cluster: Emula
     from_file = raycluster_karta("file-raycluster")
     (tmp_path / "raycluster.yaml").write_text(yaml.safe_dump(from_file))
     config = parse_config({"definitions": {"directories": [str(tmp_path)]}}, "test")
-    watch, checker = start_watch(cluster, config)
+    watch, evaluator = start_watch(cluster, config)
     try:
-        assert source(checker) == str(tmp_path / "raycluster.yaml")
+        assert source(evaluator) == str(tmp_path / "raycluster.yaml")
         stored = cluster.create(raycluster_karta("cluster-raycluster"))
-        wait_until(lambda: source(checker) == "cluster:cluster-raycluster")
+        wait_until(lambda: source(evaluator) == "cluster:cluster-raycluster")
         cluster.delete(stored)
-        wait_until(lambda: source(checker) == str(tmp_path / "raycluster.yaml"))
+        wait_until(lambda: source(evaluator) == str(tmp_path / "raycluster.yaml"))
     finally:
         watch.stop()
 
@@ -102,30 +102,30 @@ def test_an_invalid_karta_is_refused_and_the_last_good_one_keeps_serving(
     cluster: EmulatedCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="karta_admission")
-    watch, checker = start_watch(cluster)
+    watch, evaluator = start_watch(cluster)
     try:
         errors_before = metric(LOAD_ERRORS, source="cluster:broken")
         cluster.create(refused(raycluster_karta("broken")))
         wait_until(lambda: metric(LOAD_ERRORS, source="cluster:broken") == errors_before + 1)
-        assert source(checker).startswith("built-in:")
+        assert source(evaluator).startswith("built-in:")
         record = wait_until(lambda: next((r for r in caplog.records if "'broken' refused" in r.getMessage()), None))
         assert any("root component cannot have owner ref" in p for p in record.fields["problems"])
 
         good = cluster.create(raycluster_karta("good", head_pods=2))
-        wait_until(lambda: source(checker) == "cluster:good")
-        in_force = checker.definitions.for_kind(RAYCLUSTER_KIND)
+        wait_until(lambda: source(evaluator) == "cluster:good")
+        in_force = evaluator.definitions.for_kind(RAYCLUSTER_KIND)
         errors_before = metric(LOAD_ERRORS, source="cluster:good")
         cluster.patch(good, {"spec": refused(raycluster_karta("good"))["spec"]})
         wait_until(lambda: metric(LOAD_ERRORS, source="cluster:good") == errors_before + 1)
         # The edit was refused: the last good version of "good" is still the one in force.
-        assert checker.definitions.for_kind(RAYCLUSTER_KIND) is in_force
+        assert evaluator.definitions.for_kind(RAYCLUSTER_KIND) is in_force
         assert watch.definitions.refused.keys() == {"broken", "good"}
 
         fixed = raycluster_karta("good", head_pods=3)["spec"]
         fixed["structureDefinition"]["rootComponent"]["ownerRef"] = None  # a merge patch removes it so
         cluster.patch(good, {"spec": fixed})
-        wait_until(lambda: checker.definitions.for_kind(RAYCLUSTER_KIND) is not in_force)
-        assert source(checker) == "cluster:good"
+        wait_until(lambda: evaluator.definitions.for_kind(RAYCLUSTER_KIND) is not in_force)
+        assert source(evaluator) == "cluster:good"
         assert watch.definitions.refused.keys() == {"broken"}
     finally:
         watch.stop()
@@ -135,17 +135,17 @@ def test_two_kartas_for_one_kind_the_oldest_wins_with_a_warning(
     cluster: EmulatedCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="karta_admission")
-    watch, checker = start_watch(cluster)
+    watch, evaluator = start_watch(cluster)
     try:
         older = cluster.create(raycluster_karta("zz-older"))
         cluster.create(raycluster_karta("aa-newer"))  # sorts first by name, but is younger
         wait_until(lambda: any("define root kind" in r.getMessage() for r in caplog.records))
-        assert source(checker) == "cluster:zz-older"
+        assert source(evaluator) == "cluster:zz-older"
         warning = next(r.getMessage() for r in caplog.records if "define root kind" in r.getMessage())
         assert "'zz-older'" in warning
         assert "'aa-newer'" in warning
         cluster.delete(older)
-        wait_until(lambda: source(checker) == "cluster:aa-newer")
+        wait_until(lambda: source(evaluator) == "cluster:aa-newer")
     finally:
         watch.stop()
 
@@ -154,30 +154,30 @@ def test_without_the_karta_crd_it_is_ready_and_looks_again_rarely(caplog: pytest
     caplog.set_level(logging.INFO, logger="karta_admission")
     with EmulatedCluster(RAY) as cluster:
         config = Config()
-        checker = Checker(load_definitions(config), config)
-        initial = checker.definitions
-        watch = KartaWatch(checker, cluster.client(), FAST)
+        evaluator = build_evaluator(config, load_definitions(config))
+        initial = evaluator.definitions
+        watch = KartaWatch(evaluator.store, cluster.client(), FAST)
         retries_before = metric(RELISTS, resource="Karta.run.ai", reason="missing")
         watch.start()
         try:
             wait_until(lambda: watch.readiness()[0])
             wait_until(lambda: metric(RELISTS, resource="Karta.run.ai", reason="missing") >= retries_before + 2)
-            assert checker.definitions is initial
+            assert evaluator.definitions is initial
             missing = [r for r in caplog.records if "is not served by the API server" in r.getMessage()]
             assert len(missing) == 1  # logged once, not on every retry
 
             cluster.install(KARTAS)  # the CRD appears later: picked up on the next look
             cluster.create(raycluster_karta("late"))
-            wait_until(lambda: source(checker) == "cluster:late")
+            wait_until(lambda: source(evaluator) == "cluster:late")
         finally:
             watch.stop()
 
 
 def test_readiness_waits_for_a_completed_first_list(cluster: EmulatedCluster) -> None:
     config = Config()
-    checker = Checker(load_definitions(config), config)
+    evaluator = build_evaluator(config, load_definitions(config))
     cluster.fail_next("list", KARTAS, 500, times=1000)
-    watch = KartaWatch(checker, cluster.client(), FAST)
+    watch = KartaWatch(evaluator.store, cluster.client(), FAST)
     assert watch.readiness() == (False, "Karta.run.ai: waiting for the first list")
     watch.start()
     try:
@@ -194,10 +194,10 @@ def test_readiness_waits_for_a_completed_first_list(cluster: EmulatedCluster) ->
 
 
 def test_relists_after_410_gone_and_after_a_dropped_connection(cluster: EmulatedCluster) -> None:
-    watch, checker = start_watch(cluster)
+    watch, evaluator = start_watch(cluster)
     try:
         first = cluster.create(raycluster_karta("first"))
-        wait_until(lambda: source(checker) == "cluster:first")
+        wait_until(lambda: source(evaluator) == "cluster:first")
 
         # The watch times out; while it is being renewed the Karta is deleted and that history is
         # compacted away, so the renewed watch gets 410 Gone: only a relist can see the deletion.
@@ -209,7 +209,7 @@ def test_relists_after_410_gone_and_after_a_dropped_connection(cluster: Emulated
         cluster.delete(first)
         cluster.compact()
         cluster.release_watches(KARTAS)
-        wait_until(lambda: source(checker).startswith("built-in:"))
+        wait_until(lambda: source(evaluator).startswith("built-in:"))
         assert metric(RELISTS, resource="Karta.run.ai", reason="gone") == gone_before + 1
 
         # A cut connection is an error: counted, backed off, relisted.
@@ -218,7 +218,7 @@ def test_relists_after_410_gone_and_after_a_dropped_connection(cluster: Emulated
         wait_until(lambda: cluster.watchers(KARTAS) == 1)
         cluster.drop_watches(KARTAS)
         cluster.create(raycluster_karta("second"))
-        wait_until(lambda: source(checker) == "cluster:second")
+        wait_until(lambda: source(evaluator) == "cluster:second")
         wait_until(lambda: metric(RELISTS, resource="Karta.run.ai", reason="error") == relists_before + 1)
         assert metric(WATCH_ERRORS, resource="Karta.run.ai", reason="connection") == errors_before + 1
     finally:

@@ -15,8 +15,8 @@ import pytest
 from tests.reviews import ray_pod, review
 from tests.unit.test_rules import GPU, container, gpu_worker, service
 from webhook.admission import Admission, ReviewError, parse_review
-from webhook.checker import Checker
-from webhook.config import Mode, parse_config
+from webhook.config import parse_config
+from webhook.evaluation import Mode
 from webhook.gang import GroupInfo, TaskGroup
 from webhook.karta.registry import DefinitionSet
 
@@ -24,7 +24,7 @@ QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
 def admission(config: dict[str, Any] | None = None, owners: Any = None) -> Admission:
-    return Admission(Checker(DefinitionSet.builtin(), parse_config(config or {}, "test")), owners)
+    return Admission.for_config(parse_config(config or {}, "test"), DefinitionSet.builtin(), owners)
 
 
 def validate(body: dict[str, Any], mode: Mode | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 from tests.reviews import review
 from tests.unit.test_rules import service
 from webhook.admission import Admission, Review
-from webhook.checker import Checker
-from webhook.config import Mode, parse_config
+from webhook.config import build_evaluator, parse_config
+from webhook.evaluation import Mode
 from webhook.karta.registry import DefinitionSet
 from webhook.server.app import MAX_BODY_BYTES, ServerState, create_app
 
@@ -27,8 +27,9 @@ class Exploding(Admission):
 def client(
     config: dict[str, Any] | None = None, admission_class: type[Admission] = Admission, readiness: Any = ()
 ) -> Any:
-    checker = Checker(DefinitionSet.builtin(), parse_config(config or {}, "t"))
-    app = create_app(ServerState(admission_class(checker), list(readiness)))
+    settings = parse_config(config or {}, "t")
+    admission = admission_class(build_evaluator(settings, DefinitionSet.builtin()), settings.gang)
+    app = create_app(ServerState(settings, admission, list(readiness)))
     return app.test_client()
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from webhook.config import Config, ConfigError, Mode, load_config, parse_config
+from webhook.config import Config, ConfigError, load_config, parse_config
+from webhook.evaluation import Mode
 from webhook.policy.model import Severity
 
 

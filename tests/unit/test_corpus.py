@@ -7,14 +7,13 @@ from typing import Any
 import pytest
 
 from tests.corpus import EXPECTED_RAY_OBJECTS, ray_object_params, ray_objects
-from webhook.checker import Checker
-from webhook.config import parse_config
+from webhook.config import build_evaluator, parse_config
 from webhook.gang import group_infos
 from webhook.karta.registry import DefinitionSet
 from webhook.kube.defaults import CRDDefaults
 from webhook.policy.model import Severity
 
-CHECKER = Checker(DefinitionSet.builtin(), parse_config({}, "test"))
+CHECKER = build_evaluator(parse_config({}, "test"), DefinitionSet.builtin())
 INT32_MAX = 2**31 - 1
 CLUSTER_SPEC = {"RayService": ("rayClusterConfig",), "RayCluster": (), "RayJob": ("rayClusterSpec",)}
 

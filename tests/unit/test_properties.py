@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from tests.reviews import review
 from tests.strategies import corrupted_reviews, pods, ray_objects, reviews
 from webhook.admission import Admission, ReviewError, parse_review
-from webhook.checker import Checker
-from webhook.config import Mode, parse_config
+from webhook.config import parse_config
+from webhook.evaluation import Mode
 from webhook.karta.registry import DefinitionSet
 
-ADMISSION = Admission(Checker(DefinitionSet.builtin(), parse_config({}, "test")))
+ADMISSION = Admission.for_config(parse_config({}, "test"), DefinitionSet.builtin())
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -49,7 +49,7 @@ def test_validation_answers_every_review(body: dict[str, Any], mode: Mode) -> No
 @FAST
 @given(pods(), st.sampled_from(["coscheduling", "volcano", "kueue", "kai", "yunikorn"]))
 def test_mutation_patches_apply_and_are_idempotent(pod: dict[str, Any], scheduler: str) -> None:
-    admission = Admission(Checker(DefinitionSet.builtin(), parse_config({"gang": {"scheduler": scheduler}}, "t")))
+    admission = Admission.for_config(parse_config({"gang": {"scheduler": scheduler}}, "t"), DefinitionSet.builtin())
     body = review(pod)
     answer = admission.mutate(parse_review(body)).response
     assert_well_formed(answer, body["request"]["uid"])
@@ -77,6 +77,6 @@ def test_corrupted_reviews_are_refused_or_answered(body: Any) -> None:
 @FAST
 @given(ray_objects())
 def test_verdicts_are_deterministic(obj: dict[str, Any]) -> None:
-    first = ADMISSION.checker.verdict(obj)
-    second = ADMISSION.checker.verdict(obj)
+    first = ADMISSION.evaluator.verdict(obj)
+    second = ADMISSION.evaluator.verdict(obj)
     assert first == second

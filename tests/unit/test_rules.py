@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from webhook.checker import Checker
-from webhook.config import parse_config
+from webhook.config import build_evaluator, parse_config
 from webhook.karta.registry import DefinitionSet
 from webhook.policy.engine import demote_existing, evaluate
 from webhook.policy.model import RULES, Severity, Violation
@@ -54,8 +53,8 @@ def gpu_worker(*containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
 
 
 def check(obj: dict[str, Any], config: dict[str, Any] | None = None) -> list[Violation]:
-    checker = Checker(DefinitionSet.builtin(), parse_config(config or {}, "test"))
-    verdict = checker.verdict(obj)
+    evaluator = build_evaluator(parse_config(config or {}, "test"), DefinitionSet.builtin())
+    verdict = evaluator.verdict(obj)
     assert verdict is not None
     return list(verdict.violations)
 
@@ -312,10 +311,10 @@ def test_every_rule_is_exercised_by_this_file() -> None:
 def test_rules_do_not_modify_the_object() -> None:
     obj = service([{"replicas": 10, "maxReplicas": 5}, gpu_worker(container(limits={"nvidia.com/gpu": "0.5"}))])
     before = copy.deepcopy(obj)
-    checker = Checker(DefinitionSet.builtin(), parse_config({}, "t"))
-    compiled = checker.definition_for(obj)
+    evaluator = build_evaluator(parse_config({}, "t"), DefinitionSet.builtin())
+    compiled = evaluator.definition_for(obj)
     assert compiled is not None
-    evaluate(compiled.resolve(obj), checker.config.policy)
+    evaluate(compiled.resolve(obj), evaluator.policy)
     assert obj == before
 
 

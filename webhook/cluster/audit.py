@@ -1,6 +1,6 @@
 """Background audit: check the objects already in a cluster with the same rules as admission.
 
-`karta-admission audit` lists every kind that has a definition (paginated), runs `Checker.verdict`
+`karta-admission audit` lists every kind that has a definition (paginated), runs `Evaluator.verdict`
 on each object (objects from the API already carry their CRD defaults) and reports like `check`.
 RayClusters owned by a RayService or RayJob are skipped: their owner is checked, so each problem is
 reported once. `PeriodicAudit` runs the same audit every cluster.auditIntervalSeconds in one place
@@ -29,8 +29,8 @@ from typing import Any, TextIO
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.checker import Checker, Verdict, load_definitions
-from webhook.config import Config
+from webhook.config import Config, build_evaluator, load_definitions
+from webhook.evaluation import Evaluator, Verdict
 from webhook.karta.model import GVK
 from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
@@ -115,7 +115,7 @@ def audited_kinds(definitions: DefinitionSet) -> list[GVK]:
 
 def run_audit(
     api_client: k8s.ApiClient,
-    checker: Checker,
+    evaluator: Evaluator,
     *,
     namespaces: Sequence[str] = (),
     page_size: int = PROGRESS_EVERY,
@@ -128,7 +128,7 @@ def run_audit(
     and the other kinds are still checked.
     """
     report = AuditReport()
-    kinds = audited_kinds(checker.definitions)
+    kinds = audited_kinds(evaluator.definitions)
     root_kinds = set(kinds)
     seen = 0
     for kind in kinds:
@@ -155,7 +155,7 @@ def run_audit(
                         if owner_kind is not None and owner_kind != kind and owner_kind in root_kinds:
                             report.skipped_owned.setdefault(kind.kind, Counter())[owner_kind.kind] += 1
                             continue
-                        verdict = checker.verdict(obj)
+                        verdict = evaluator.verdict(obj)
                         if verdict is None:
                             continue
                         report.checked.append(AuditedObject(ObjectRef.of(obj), verdict))
@@ -233,12 +233,12 @@ class _Progress:
             self.stream.flush()
 
 
-def prepare_checker(api_client: k8s.ApiClient, config: Config, base: DefinitionSet) -> tuple[Checker, list[str]]:
-    """A checker with the definitions the webhook in that cluster uses (its Karta objects over base)."""
+def prepare_evaluator(api_client: k8s.ApiClient, config: Config, base: DefinitionSet) -> tuple[Evaluator, list[str]]:
+    """An evaluator with the definitions the webhook in that cluster uses (its Karta objects over base)."""
     if not config.cluster.watch_kartas:
-        return Checker(base, config), []
+        return build_evaluator(config, base), []
     definitions, notes = cluster_definition_set(api_client, base)
-    return Checker(definitions, config), notes
+    return build_evaluator(config, definitions), notes
 
 
 def audit_command(args: argparse.Namespace, config: Config) -> int:
@@ -252,11 +252,11 @@ def audit_command(args: argparse.Namespace, config: Config) -> int:
     progress = _Progress(sys.stderr)
     stats: ReportStats | None = None
     try:
-        checker, notes = prepare_checker(api_client, config, base)
+        evaluator, notes = prepare_evaluator(api_client, config, base)
         writer = PolicyReportWriter(api_client, config) if args.policy_reports else None
         if writer is not None:
             writer.ensure_available()
-        report = run_audit(api_client, checker, namespaces=list(args.namespace), progress=progress)
+        report = run_audit(api_client, evaluator, namespaces=list(args.namespace), progress=progress)
         progress.done()
         report.notes[:0] = notes
         if writer is not None:
@@ -383,8 +383,8 @@ class AuditLoop:
     def run_once(self) -> AuditReport | None:
         started = time.monotonic()
         try:
-            checker, notes = prepare_checker(self.api_client, self.config, self.base)
-            report = run_audit(self.api_client, checker, namespaces=self.config.cluster.audit_namespaces)
+            evaluator, notes = prepare_evaluator(self.api_client, self.config, self.base)
+            report = run_audit(self.api_client, evaluator, namespaces=self.config.cluster.audit_namespaces)
             report.notes[:0] = notes
             if self.config.cluster.policy_reports:
                 self._write_reports(report)

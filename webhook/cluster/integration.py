@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from kubernetes import client as k8s
 
 from webhook.admission import NoOwnerIndex, OwnerIndex
-from webhook.checker import Checker
 from webhook.config import Config
+from webhook.evaluation import Evaluator
 
 from .kartas import KartaWatch
 from .kube import WatchSettings, close_client, load_api_client
@@ -37,7 +37,7 @@ class ClusterIntegration:
 
 
 def start_cluster_integration(
-    checker: Checker,
+    evaluator: Evaluator,
     config: Config,
     *,
     api_client: k8s.ApiClient | None = None,
@@ -56,11 +56,11 @@ def start_cluster_integration(
     client = api_client if api_client is not None else load_api_client()
     integration = ClusterIntegration(NoOwnerIndex(), api_client=None if api_client is not None else client)
     if settings_.owner_cache:
-        integration.owners = OwnerCache(checker, client, settings=settings, max_entries=max_owner_entries)
+        integration.owners = OwnerCache(evaluator.store, client, settings=settings, max_entries=max_owner_entries)
         integration.owner_index = integration.owners
         integration.readiness.append(integration.owners.readiness)
     if settings_.watch_kartas:
-        integration.kartas = KartaWatch(checker, client, settings)
+        integration.kartas = KartaWatch(evaluator.store, client, settings)
         if integration.owners is not None:
             integration.kartas.add_listener(integration.owners.on_definitions)
         integration.readiness.append(integration.kartas.readiness)

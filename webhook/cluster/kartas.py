@@ -4,8 +4,8 @@ definitions of the configured directories and the built-in ones.
 A valid Karta replaces the definition for its root kind; an invalid one is refused (log line and
 metric) and the last good version of that Karta keeps serving; deleting it falls back to the next
 source. Two Kartas for one root kind: the oldest (creationTimestamp, then name) wins, with a warning.
-The checker's DefinitionSet is swapped by one attribute assignment, so requests in flight finish
-with the set they started with.
+The DefinitionStore's set is replaced whole, so requests in flight finish with the set they started
+with.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.checker import Checker
+from webhook.evaluation import DefinitionStore
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.parse import DefinitionError, parse_definition
 from webhook.karta.registry import DefinitionSet
@@ -133,12 +133,14 @@ class ClusterDefinitions:
 
 
 class KartaWatch:
-    """Watches Karta objects and swaps the checker's definitions when the effective set changes."""
+    """Watches Karta objects and replaces the store's definitions when the effective set changes."""
 
-    def __init__(self, checker: Checker, api_client: k8s.ApiClient, settings: WatchSettings | None = None) -> None:
-        self.checker = checker
-        self.definitions = ClusterDefinitions(c.definition for c in checker.definitions)
-        self._current = {c.definition.root_kind: c.definition for c in checker.definitions}
+    def __init__(
+        self, store: DefinitionStore, api_client: k8s.ApiClient, settings: WatchSettings | None = None
+    ) -> None:
+        self.store = store
+        self.definitions = ClusterDefinitions(c.definition for c in store.current)
+        self._current = {c.definition.root_kind: c.definition for c in store.current}
         self._listeners: list[DefinitionsListener] = []
         self._lock = threading.Lock()
         self.reflector = Reflector(api_client, KARTA_KIND, self, settings)
@@ -179,7 +181,7 @@ class KartaWatch:
             str(k) for k in effective.keys() | self._current.keys() if effective.get(k) is not self._current.get(k)
         )
         new_set = DefinitionSet(effective.values())
-        self.checker.definitions = new_set  # one assignment: requests in flight keep the set they hold
+        self.store.replace(new_set)
         self._current = effective
         metrics.DEFINITIONS_LOADED.set(len(new_set))
         logs.event(

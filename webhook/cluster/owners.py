@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from webhook.checker import Checker
+from webhook.evaluation import DefinitionStore
 from webhook.gang import GroupInfo, group_infos
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.registry import DefinitionSet
@@ -69,7 +69,7 @@ class OwnerCache:
 
     def __init__(
         self,
-        checker: Checker,
+        store: DefinitionStore,
         api_client: k8s.ApiClient,
         *,
         settings: WatchSettings | None = None,
@@ -77,7 +77,7 @@ class OwnerCache:
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
-        self.checker = checker
+        self.store = store
         self.api_client = api_client
         self.settings = settings or WatchSettings()
         self.max_entries = max_entries
@@ -93,7 +93,7 @@ class OwnerCache:
     def start(self) -> None:
         with self._control:
             self._started = True
-            self._sync_kinds(self.checker.definitions)  # nothing to stop on a fresh start
+            self._sync_kinds(self.store.current)  # nothing to stop on a fresh start
 
     def stop(self) -> None:
         with self._control:
@@ -155,7 +155,7 @@ class OwnerCache:
         uid = owner.get("uid")
         if uid and entry.uid != uid:
             return self._miss("uid")  # a re-created owner of the same name, not seen yet
-        compiled = self.checker.definitions.for_kind(kind)
+        compiled = self.store.current.for_kind(kind)
         if compiled is None or compiled.definition is not entry.definition:
             return self._miss("stale")  # definitions changed; the relist is under way
         if entry.infos is None:
@@ -180,7 +180,7 @@ class OwnerCache:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         version = str(meta.get("resourceVersion") or "")
-        compiled = self.checker.definitions.for_kind(kind)
+        compiled = self.store.current.for_kind(kind)
         if compiled is None:
             return None
         if (

@@ -20,8 +20,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.checker import Verdict
 from webhook.config import Config
+from webhook.evaluation import Verdict
 from webhook.karta.model import GVK
 from webhook.policy.model import RULES, Rule, Severity
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from webhook.karta.load import builtin_definitions
+from webhook.karta.load import builtin_definitions, load_directory
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.pods import PodClassifier
 from webhook.karta.resolve import ResolvedWorkload, WorkloadResolver
@@ -37,6 +38,11 @@ class DefinitionSet:
     @classmethod
     def builtin(cls, extra: Iterable[KartaDefinition] = ()) -> DefinitionSet:
         return cls([*builtin_definitions(), *extra])
+
+    @classmethod
+    def from_directories(cls, directories: Iterable[Path]) -> DefinitionSet:
+        """Built-in definitions, then those of the directories in order (later wins for the same kind)."""
+        return cls.builtin(d for directory in directories for d in load_directory(directory))
 
     def for_kind(self, kind: GVK) -> CompiledDefinition | None:
         return self._by_kind.get(kind)

@@ -13,7 +13,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook.admission import Admission, Outcome, Review, ReviewError, error_response, parse_review
-from webhook.config import Mode
+from webhook.config import Config
+from webhook.evaluation import Mode
 from webhook.observability import logs, metrics
 
 # controller-runtime's bound: two objects of up to 3 MiB (the API server's own request limit) plus envelope.
@@ -24,6 +25,7 @@ log = logs.get("http")
 
 @dataclass
 class ServerState:
+    config: Config
     admission: Admission
     # Readiness: (ready, reason). Definitions are loaded before the app exists; cluster watches add more.
     readiness: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
@@ -67,7 +69,7 @@ def create_app(state: ServerState) -> Flask:
         _record(path, review, outcome, elapsed)
         return _json(outcome.response)
 
-    config = state.admission.config
+    config = state.config
 
     def validation_fails_closed(mode: Mode) -> Callable[[], bool]:
         return lambda: mode is Mode.ENFORCE and config.failure_policy == "Fail"

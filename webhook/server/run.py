@@ -16,8 +16,7 @@ from typing import Any
 from flask import Flask
 
 from webhook.admission import Admission
-from webhook.checker import Checker, load_definitions
-from webhook.config import Config
+from webhook.config import Config, build_evaluator, load_definitions
 from webhook.observability import logs, metrics
 from webhook.server.app import ServerState, create_app
 from webhook.server.gunicorn_settings import WebhookGunicornApp, gunicorn_settings
@@ -37,8 +36,8 @@ def build_app(options: ServeOptions) -> Flask:
     """The WSGI app of one worker: definitions, the admission core and, in a cluster, the watches."""
     logs.configure(options.log_level)
     config = options.config
-    checker = Checker(load_definitions(config), config)
-    metrics.DEFINITIONS_LOADED.set(len(checker.definitions))
+    evaluator = build_evaluator(config)
+    metrics.DEFINITIONS_LOADED.set(len(evaluator.definitions))
     owners = None
     readiness = []
     if options.use_cluster:
@@ -46,14 +45,14 @@ def build_app(options: ServeOptions) -> Flask:
         from webhook.cluster.kube import ClusterUnavailable
 
         try:
-            integration = start_cluster_integration(checker, config)
+            integration = start_cluster_integration(evaluator, config)
         except ClusterUnavailable as exc:
             log.warning("running without cluster features: %s", exc)
         else:
             owners = integration.owner_index
             readiness.extend(integration.readiness)
             atexit.register(integration.stop)
-    state = ServerState(Admission(checker, owners), readiness)
+    state = ServerState(config, Admission(evaluator, config.gang, owners), readiness)
     app = create_app(state)
     # Everything built so far lives as long as the worker: keep the collector from rescanning it.
     gc.freeze()
