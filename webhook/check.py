@@ -17,7 +17,8 @@ from webhook.evaluation import Evaluator, Verdict
 from webhook.karta.load import load_documents, load_file
 from webhook.karta.parse import DefinitionError
 from webhook.kube.defaults import CRDDefaults, CRDSchemaError
-from webhook.policy.model import RULES, Severity
+from webhook.policy.model import Severity
+from webhook.policy.registry import BUILTIN_RULES
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -163,8 +164,8 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def rules_command() -> int:
-    width = max(len(r) for r in RULES)
-    for rule in RULES.values():
+    width = max(len(r) for r in BUILTIN_RULES.ids())
+    for rule in BUILTIN_RULES:
         scope = f" [{rule.api_group} only]" if rule.api_group else ""
         print(f"{rule.id:<{width}}  {rule.default_severity!s:<4}  {rule.summary}{scope}")
     return EXIT_OK

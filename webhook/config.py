@@ -12,7 +12,6 @@ import yaml
 
 from webhook.evaluation import DefinitionStore, Evaluator, Mode
 from webhook.karta.registry import DefinitionSet
-from webhook.policy.engine import RULES  # the registry, once every rule module is imported
 from webhook.policy.model import (
     DEFAULT_GPU_NODE_LABEL_KEYS,
     DEFAULT_GPU_PATTERNS,
@@ -21,6 +20,7 @@ from webhook.policy.model import (
     PolicySettings,
     Severity,
 )
+from webhook.policy.registry import BUILTIN_RULES
 from webhook.schemas import schema_problems
 
 NAMESPACE_MODE_LABEL = "karta-admission.io/mode"
@@ -99,8 +99,9 @@ def parse_config(raw: Any, source: str) -> Config:
         raise ConfigError(f"{source}: invalid configuration:\n  - " + "\n  - ".join(problems))
     severities: dict[str, Severity] = {}
     for rule_id, severity in (raw.get("rules") or {}).items():
-        if rule_id not in RULES:
-            raise ConfigError(f"{source}: rules.{rule_id}: no such rule; known rules: {', '.join(sorted(RULES))}")
+        if rule_id not in BUILTIN_RULES:
+            known = ", ".join(sorted(BUILTIN_RULES.ids()))
+            raise ConfigError(f"{source}: rules.{rule_id}: no such rule; known rules: {known}")
         severities[rule_id] = Severity(severity)
     gpu_raw = raw.get("gpu") or {}
     patterns = []

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import webhook.policy.engine  # noqa: F401  (importing it registers the rules)
-from webhook.policy.model import RULES
+from webhook.policy.registry import BUILTIN_RULES
 
 from .cases import CA_PEM, DEFAULT_VALUES, chart_file
 from .helm import Helm
@@ -181,7 +181,7 @@ def test_lint_reports_schema_errors_too(helm: Helm) -> None:
     [
         {"certificates": {"mode": "provided", "provided": {"secretName": "tls", "caBundle": CA_PEM}}},
         {"podDisruptionBudget": {"minAvailable": "50%"}},
-        {"rules": dict.fromkeys(RULES, "warn")},
+        {"rules": dict.fromkeys(BUILTIN_RULES.ids(), "warn")},
         {"gang": {"scheduler": "custom", "custom": {"annotations": {"example.com/group": "{group}"}}}},
     ],
     ids=["provided", "pdb-percent", "every-rule", "custom-annotations-only"],
@@ -198,7 +198,7 @@ def _schema() -> dict[str, Any]:
 
 
 def test_schema_knows_exactly_the_servers_rules() -> None:
-    assert set(_schema()["properties"]["rules"]["properties"]) == set(RULES)
+    assert set(_schema()["properties"]["rules"]["properties"]) == set(BUILTIN_RULES.ids())
 
 
 # Values whose content is a Kubernetes structure or a free-form map, documented as a whole.

@@ -23,7 +23,8 @@ from kubernetes.client.exceptions import ApiException
 from webhook.config import Config
 from webhook.evaluation import Verdict
 from webhook.karta.model import GVK
-from webhook.policy.model import RULES, Rule, Severity
+from webhook.policy.model import Rule, Severity
+from webhook.policy.registry import BUILTIN_RULES
 
 from .kube import Resource, api_error, discover, list_all
 
@@ -35,7 +36,6 @@ RESOURCE_UID_LABEL = "karta-admission.io/resource-uid"
 # PolicyReport severities are critical|high|medium|low|info; ours say what admission would do.
 SEVERITY = {Severity.DENY: "high", Severity.WARN: "medium"}
 RESULT = {Severity.DENY: "fail", Severity.WARN: "warn"}
-CATEGORIES = {"gpu": "GPU", "scale": "Replicas", "kuberay": "KubeRay"}
 
 
 class ReportsUnavailable(RuntimeError):
@@ -70,17 +70,9 @@ def report_name(ref: ObjectRef) -> str:
     return f"karta-admission-{ref.uid}"
 
 
-def category(rule: Rule) -> str:
-    return CATEGORIES.get(rule.check.__module__.rsplit(".", 1)[-1], "Policy")
-
-
 def applicable_rules(kind: GVK, config: Config) -> list[Rule]:
-    """The rules the engine runs for a root kind (same selection as webhook.policy.engine.evaluate)."""
-    return [
-        rule
-        for rule in RULES.values()
-        if rule.api_group in (None, kind.group) and config.policy.severity(rule) is not Severity.OFF
-    ]
+    """The rules the engine runs for a root kind."""
+    return [rule for rule, _ in BUILTIN_RULES.in_force(kind.group, config.policy)]
 
 
 def build_report(ref: ObjectRef, verdict: Verdict, config: Config, now: datetime) -> dict[str, Any]:
@@ -89,13 +81,13 @@ def build_report(ref: ObjectRef, verdict: Verdict, config: Config, now: datetime
     results: list[dict[str, Any]] = []
     failed_rules = set()
     for violation in verdict.violations:
-        rule = RULES.get(violation.rule)
+        rule = BUILTIN_RULES.get(violation.rule)
         failed_rules.add(violation.rule)
         results.append({
             "source": POLICY,
             "policy": POLICY,
             "rule": violation.rule,
-            "category": category(rule) if rule else "Policy",
+            "category": rule.category if rule else "Policy",
             "severity": SEVERITY.get(violation.severity, "info"),
             "result": RESULT.get(violation.severity, "warn"),
             "scored": True,
@@ -110,7 +102,7 @@ def build_report(ref: ObjectRef, verdict: Verdict, config: Config, now: datetime
             "source": POLICY,
             "policy": POLICY,
             "rule": rule.id,
-            "category": category(rule),
+            "category": rule.category,
             "result": "pass",
             "scored": True,
             "message": rule.summary,

@@ -7,10 +7,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from webhook.karta.resolve import ResolvedWorkload
-from webhook.policy import gpu, kuberay, scale  # noqa: F401  (importing registers the rules)
-from webhook.policy.model import RULES, PolicySettings, RuleContext, Severity, Violation, where
-
-__all__ = ["RULES", "demote_existing", "denied", "evaluate"]
+from webhook.policy.model import PolicySettings, RuleContext, Severity, Violation, where
+from webhook.policy.registry import BUILTIN_RULES, RuleRegistry
 
 
 def _document_order(violation: Violation) -> tuple[object, ...]:
@@ -20,17 +18,13 @@ def _document_order(violation: Violation) -> tuple[object, ...]:
     return (bool(violation.path), tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), violation.rule)
 
 
-def evaluate(workload: ResolvedWorkload, settings: PolicySettings) -> list[Violation]:
+def evaluate(
+    workload: ResolvedWorkload, settings: PolicySettings, rules: RuleRegistry = BUILTIN_RULES
+) -> list[Violation]:
     """Every violation of every enabled rule, in the order of the fields they point at."""
     violations: list[Violation] = []
     context = RuleContext(workload, settings)
-    root_group = workload.definition.root_kind.group
-    for rule in RULES.values():
-        if rule.api_group is not None and rule.api_group != root_group:
-            continue
-        severity = settings.severity(rule)
-        if severity is Severity.OFF:
-            continue
+    for rule, severity in rules.in_force(workload.definition.root_kind.group, settings):
         for finding in rule.check(context):
             effective = severity
             if finding.at_most is Severity.WARN and severity is Severity.DENY:

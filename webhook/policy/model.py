@@ -1,4 +1,7 @@
-"""Policy rules: registry, violations and the settings rules read."""
+"""Policy rules: what a rule is, what it reports, and the settings rules read.
+
+The rules in force are listed in webhook.policy.registry; defining a rule here registers nothing.
+"""
 
 from __future__ import annotations
 
@@ -125,23 +128,22 @@ class Rule:
     check: RuleCheck
     # Only for workloads whose root API group is this one (KubeRay-specific rules); None: any kind.
     api_group: str | None = None
+    # The family the rule belongs to (PolicyReport category); set where the rule is registered.
+    category: str = ""
 
-
-RULES: dict[str, Rule] = {}
+    def applies_to(self, root_group: str) -> bool:
+        return self.api_group is None or self.api_group == root_group
 
 
 def rule(
     rule_id: str, severity: Severity, summary: str, *, api_group: str | None = None
-) -> Callable[[RuleCheck], RuleCheck]:
-    """Register a rule function under a stable id."""
+) -> Callable[[RuleCheck], Rule]:
+    """Make a rule function into a Rule with a stable id (listed in webhook.policy.registry to be in force)."""
 
-    def register(check: RuleCheck) -> RuleCheck:
-        if rule_id in RULES:
-            raise ValueError(f"rule {rule_id} registered twice")
-        RULES[rule_id] = Rule(rule_id, severity, summary, check, api_group)
-        return check
+    def make(check: RuleCheck) -> Rule:
+        return Rule(rule_id, severity, summary, check, api_group)
 
-    return register
+    return make
 
 
 def where(location: PathParts | None) -> str:
