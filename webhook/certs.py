@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,26 +201,3 @@ def write_bundle(bundle: CertBundle, out_dir: Path, *, include_ca_key: bool = Tr
         write_atomic(out_dir / name, data, mode)
         written.append(out_dir / name)
     return written
-
-
-def run_certs_command(out_dir: Path, dns_names: list[str], ip_addresses: list[str], days: int) -> int:
-    """`karta-admission certs`: a development CA and serving certificate; never prints key material."""
-    try:
-        for address in ip_addresses:
-            ipaddress.ip_address(address)
-    except ValueError as exc:
-        print(f"karta-admission: --ip: {exc}", file=sys.stderr)
-        return 2
-    if days < 1:
-        print("karta-admission: --days must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        written = write_bundle(make_bundle(dns_names, ip_addresses, days), out_dir)
-    except OSError as exc:
-        print(f"karta-admission: cannot write certificates to {out_dir}: {exc}", file=sys.stderr)
-        return 2
-    info = cert_info((out_dir / "tls.crt").read_bytes())
-    print(f"wrote {', '.join(str(p) for p in written)}")
-    names = ", ".join([*info.dns_names, *info.ip_addresses])
-    print(f"serving certificate for {names}, valid until {info.not_after:%Y-%m-%d}")
-    return 0

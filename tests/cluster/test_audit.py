@@ -28,8 +28,10 @@ from tests.cluster.emulator import (
 )
 from tests.corpus import ray_objects
 from webhook.cli import main
+from webhook.cli.audit import exit_status
+from webhook.cli.render import Progress
 from webhook.cluster import kube
-from webhook.cluster.audit import AuditLoop, PeriodicAudit, _Progress, run_audit
+from webhook.cluster.audit import AuditLoop, PeriodicAudit, run_audit
 from webhook.cluster.leader import LeaseElector, LeaseTimings
 from webhook.cluster.reports import MANAGED_BY, MANAGED_BY_LABEL, ObjectRef, PolicyReportWriter, report_name
 from webhook.config import Config, build_evaluator, parse_config
@@ -192,7 +194,7 @@ def test_paginated_listing_progress_and_kinds_not_served() -> None:
             cluster.create(raycluster(f"rc{i:02}", worker_group("w", 1), namespace=f"ns{i % 2}"))
         evaluator = build_evaluator(Config(), DefinitionSet.builtin())
         stream = _TerminalStream()
-        progress = _Progress(stream, every=10)
+        progress = Progress(stream, every=10)
         lists = cluster.requests("list", RAYCLUSTERS)
         report = run_audit(cluster.client(), evaluator, page_size=5, progress=progress)
         progress.done()
@@ -202,10 +204,10 @@ def test_paginated_listing_progress_and_kinds_not_served() -> None:
             f"rc{i:02}" for i in range(23) if i % 2 == 1
         )
         assert [str(k) for k in report.not_served] == ["ray.io/v1 RayJob"]
-        assert report.exit_code == 0
+        assert exit_status(report) == 0
         assert stream.getvalue() == "\rchecked 10 objects...\rchecked 20 objects...\n"
         quiet = io.StringIO()  # not a terminal, small cluster: no progress at all
-        run_audit(cluster.client(), evaluator, progress=_Progress(quiet, every=10))
+        run_audit(cluster.client(), evaluator, progress=Progress(quiet, every=10))
         assert quiet.getvalue() == ""
 
 
@@ -321,7 +323,7 @@ def test_report_writer_keeps_reports_of_kinds_whose_listing_failed(cluster: Emul
     assert writer.sync([(ObjectRef.of(rc), verdict)]).created == 1
     cluster.fail_next("list", RAYCLUSTERS)
     report = run_audit(cluster.client(), evaluator)
-    assert report.exit_code == 2
+    assert exit_status(report) == 2
     assert report.errors == ["ray.io/v1 RayCluster: cannot list: 500 Internal Server Error: injected 500"]
     stats = writer.sync(((a.ref, a.verdict) for a in report.checked), keep_kinds=report.failed_kinds)
     assert stats.deleted == 0

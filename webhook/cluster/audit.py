@@ -9,8 +9,6 @@ per deployment (leader election on a Lease), optionally writing PolicyReports.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import pickle
@@ -24,7 +22,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -34,7 +31,6 @@ from webhook.evaluation import Evaluator, Verdict
 from webhook.karta.model import GVK
 from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
-from webhook.policy.model import Severity
 
 from .kartas import cluster_definition_set
 from .kube import (
@@ -48,17 +44,13 @@ from .kube import (
     discover,
     iter_pages,
     load_api_client,
-    server_of,
 )
 from .leader import LeaseElector, LeaseTimings
 from .reports import ObjectRef, PolicyReportWriter, ReportStats, ReportsUnavailable
 
 log = logs.get("cluster.audit")
 
-EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
-PROGRESS_EVERY = 500
-# Without a terminal, progress lines only on clusters this large (a log, not a live counter).
-PROGRESS_QUIET_UNTIL = 5_000
+PAGE_SIZE = 500
 DEFAULT_LEASE_NAME = "karta-admission-audit"
 
 
@@ -66,18 +58,6 @@ DEFAULT_LEASE_NAME = "karta-admission-audit"
 class AuditedObject:
     ref: ObjectRef
     verdict: Verdict
-
-    def as_dict(self) -> dict[str, Any]:
-        v = self.verdict
-        return {
-            "apiVersion": self.ref.api_version,
-            "kind": self.ref.kind,
-            "name": self.ref.name,
-            "namespace": self.ref.namespace,
-            "allowed": v.allowed,
-            "definition": v.definition,
-            "violations": [violation.as_dict() for violation in v.violations],
-        }
 
 
 @dataclass
@@ -102,11 +82,14 @@ class AuditReport:
     def skipped(self) -> int:
         return sum(sum(c.values()) for c in self.skipped_owned.values())
 
-    @property
-    def exit_code(self) -> int:
-        if self.errors:
-            return EXIT_ERROR
-        return EXIT_DENIED if self.denied else EXIT_OK
+    def skipped_summary(self) -> str:
+        """Objects left to their owner's check, e.g. "; 2 RayClusters owned by a RayService skipped (...)"."""
+        text = ""
+        for kind, owners in sorted(self.skipped_owned.items()):
+            count = sum(owners.values())
+            by = " or ".join(sorted(owners))
+            text += f"; {count} {kind}{'s' if count != 1 else ''} owned by a {by} skipped (checked through the owner)"
+        return text
 
 
 def audited_kinds(definitions: DefinitionSet) -> list[GVK]:
@@ -118,7 +101,7 @@ def run_audit(
     evaluator: Evaluator,
     *,
     namespaces: Sequence[str] = (),
-    page_size: int = PROGRESS_EVERY,
+    page_size: int = PAGE_SIZE,
     progress: Callable[[int], None] | None = None,
     timeout: tuple[float, float] = (10, 60),
 ) -> AuditReport:
@@ -173,136 +156,12 @@ def _namespaces_or_all(namespaces: Sequence[str]) -> list[str | None]:
     return list(namespaces) if namespaces else [None]
 
 
-def _name(audited: AuditedObject) -> str:
-    ref = audited.ref
-    return f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
-
-
-def summary_line(report: AuditReport) -> str:
-    total = len(report.checked)
-    clean = total - report.denied - report.warned
-    line = (
-        f"{total} object{'s' if total != 1 else ''} checked: {report.denied} denied, "
-        f"{report.warned} allowed with warnings, {clean} allowed"
-    )
-    for kind, owners in sorted(report.skipped_owned.items()):
-        count = sum(owners.values())
-        by = " or ".join(sorted(owners))
-        line += f"; {count} {kind}{'s' if count != 1 else ''} owned by a {by} skipped (checked through the owner)"
-    return line
-
-
-def print_text(report: AuditReport, out: TextIO) -> None:
-    """Objects with violations in the layout of `check`, then one summary line."""
-    for audited in report.checked:
-        v = audited.verdict
-        if not v.violations:
-            continue
-        status = "DENIED" if not v.allowed else "allowed with warnings"
-        print(f"{v.kind} {_name(audited)}: {status}", file=out)
-        for violation in v.violations:
-            label = "deny" if violation.severity is Severity.DENY else "warn"
-            print(f"  {label}  {violation.rule}  {violation.path or '(object)'}", file=out)
-            print(f"        {violation.message}", file=out)
-    print(summary_line(report), file=out)
-
-
-class _Progress:
-    """Progress on stderr: every PROGRESS_EVERY objects on a terminal, on large clusters otherwise."""
-
-    def __init__(self, stream: TextIO, every: int = PROGRESS_EVERY, quiet_until: int = PROGRESS_QUIET_UNTIL) -> None:
-        self.stream = stream
-        self.every = every
-        self.tty = stream.isatty()
-        self.quiet_until = quiet_until
-        self.printed = False
-
-    def __call__(self, count: int) -> None:
-        if count % self.every or not (self.tty or count >= self.quiet_until):
-            return
-        if self.tty:
-            self.stream.write(f"\rchecked {count} objects...")
-        else:
-            self.stream.write(f"checked {count} objects...\n")
-        self.stream.flush()
-        self.printed = True
-
-    def done(self) -> None:
-        if self.printed and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def prepare_evaluator(api_client: k8s.ApiClient, config: Config, base: DefinitionSet) -> tuple[Evaluator, list[str]]:
     """An evaluator with the definitions the webhook in that cluster uses (its Karta objects over base)."""
     if not config.cluster.watch_kartas:
         return build_evaluator(config, base), []
     definitions, notes = cluster_definition_set(api_client, base)
     return build_evaluator(config, definitions), notes
-
-
-def audit_command(args: argparse.Namespace, config: Config) -> int:
-    base = load_definitions(config)
-    try:
-        api_client = load_api_client(args.kubeconfig, args.context)
-    except ClusterUnavailable as exc:
-        print(f"karta-admission: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    server = server_of(api_client)
-    progress = _Progress(sys.stderr)
-    stats: ReportStats | None = None
-    try:
-        evaluator, notes = prepare_evaluator(api_client, config, base)
-        writer = PolicyReportWriter(api_client, config) if args.policy_reports else None
-        if writer is not None:
-            writer.ensure_available()
-        report = run_audit(api_client, evaluator, namespaces=list(args.namespace), progress=progress)
-        progress.done()
-        report.notes[:0] = notes
-        if writer is not None:
-            stats = writer.sync(
-                ((a.ref, a.verdict) for a in report.checked),
-                list(args.namespace),
-                keep_kinds=report.failed_kinds,
-            )
-            report.errors.extend(stats.errors)
-    except ReportsUnavailable as exc:
-        progress.done()
-        print(f"karta-admission: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except CONNECTION_ERRORS as exc:
-        progress.done()
-        print(
-            f"karta-admission: cannot reach the Kubernetes API server at {server}: {connection_error(exc)}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    except ApiException as exc:
-        progress.done()
-        print(
-            f"karta-admission: the Kubernetes API server at {server} refused: {api_error(exc)}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    finally:
-        close_client(api_client)
-    for note in report.notes:
-        print(f"karta-admission: note: {note}", file=sys.stderr)
-    for kind in report.not_served:
-        print(
-            f"karta-admission: note: the cluster does not serve {kind} (CRD not installed); not checked",
-            file=sys.stderr,
-        )
-    for error in report.errors:
-        print(f"karta-admission: {error}", file=sys.stderr)
-    if args.output == "json":
-        json.dump([a.as_dict() for a in report.checked], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print_text(report, sys.stdout)
-    if stats is not None:
-        print(f"karta-admission: {stats}", file=sys.stderr)
-    return report.exit_code
 
 
 # --- periodic audit ---------------------------------------------------------------------------
@@ -401,10 +260,11 @@ class AuditLoop:
                               ("skipped", report.skipped)):  # fmt: skip
             metrics.AUDIT_OBJECTS.labels(result).set(count)
         logs.event(
-            log, logging.INFO, "periodic audit done: " + summary_line(report),
+            log, logging.INFO, "periodic audit done",
             checked=len(report.checked), denied=report.denied, warned=report.warned, skipped=report.skipped,
             errors=report.errors, notes=report.notes, duration_s=round(time.monotonic() - started, 3),
-            denied_objects=[f"{a.ref.kind} {_name(a)}" for a in report.checked if not a.verdict.allowed][:50],
+            denied_objects=[f"{a.ref.kind} {a.ref.namespace}/{a.ref.name}" for a in report.checked
+                            if not a.verdict.allowed][:50],
             policy_reports=str(self.last_stats) if self.last_stats else None,
         )  # fmt: skip
         return report
@@ -511,7 +371,7 @@ def _periodic_main() -> int:
         api_client = load_api_client(parameters.kubeconfig, parameters.context)
     except ClusterUnavailable as exc:
         logs.event(log, logging.ERROR, f"periodic audit disabled: {exc}")
-        return EXIT_ERROR
+        return 1  # the child exits; the server keeps serving without a periodic audit
     loop = AuditLoop(
         parameters.config,
         api_client,
@@ -526,4 +386,4 @@ def _periodic_main() -> int:
             break  # the server is gone
     loop.stop()
     close_client(api_client)
-    return EXIT_OK
+    return 0

@@ -1,4 +1,4 @@
-"""Offline commands: `check` (manifests), `rules` and `definitions`."""
+"""`karta-admission check`: manifests checked offline, with the verdict the webhook would give."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.config import Config, build_evaluator, load_definitions
+from webhook.cli.exits import Exit
+from webhook.cli.render import print_verdict, summary, verdict_fields
+from webhook.config import Config, build_evaluator
 from webhook.evaluation import Evaluator, Verdict
-from webhook.karta.load import load_documents, load_file
-from webhook.karta.parse import DefinitionError
+from webhook.karta.load import load_documents
 from webhook.kube.defaults import CRDDefaults, CRDSchemaError
-from webhook.policy.model import Severity
-from webhook.policy.registry import BUILTIN_RULES
-
-EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass
@@ -30,17 +27,7 @@ class CheckedObject:
     verdict: Verdict
 
     def as_dict(self) -> dict[str, Any]:
-        v = self.verdict
-        return {
-            "file": self.file,
-            "document": self.document,
-            "kind": v.kind,
-            "name": v.name,
-            "namespace": v.namespace,
-            "allowed": v.allowed,
-            "definition": v.definition,
-            "violations": [violation.as_dict() for violation in v.violations],
-        }
+        return {"file": self.file, "document": self.document, **verdict_fields(self.verdict)}
 
 
 @dataclass
@@ -50,10 +37,10 @@ class CheckReport:
     errors: list[str] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> Exit:
         if self.errors:
-            return EXIT_USAGE
-        return EXIT_DENIED if any(not c.verdict.allowed for c in self.checked) else EXIT_OK
+            return Exit.ERROR
+        return Exit.DENIED if any(not c.verdict.allowed for c in self.checked) else Exit.OK
 
 
 class Defaulter:
@@ -114,35 +101,17 @@ def run_check(files: list[str], evaluator: Evaluator, defaulter: Defaulter) -> C
     return report
 
 
-def _object_name(verdict: Verdict) -> str:
-    return f"{verdict.namespace}/{verdict.name}" if verdict.namespace else verdict.name
-
-
 def print_text(report: CheckReport, out: TextIO, *, verbose: bool) -> None:
     for item in report.checked:
-        v = item.verdict
-        warnings = [x for x in v.violations if x.severity is Severity.WARN]
-        status = "DENIED" if not v.allowed else ("allowed with warnings" if v.violations else "allowed")
-        print(f"{item.file}: {v.kind} {_object_name(v)}: {status}", file=out)
-        for violation in v.violations:
-            label = "deny" if violation.severity is Severity.DENY else "warn"
-            print(f"  {label}  {violation.rule}  {violation.path or '(object)'}", file=out)
-            print(f"        {violation.message}", file=out)
-        del warnings
+        print_verdict(item.verdict, out, prefix=f"{item.file}: ")
     if verbose:
         for skipped in report.skipped:
             print(f"skipped {skipped}", file=out)
-    denied = sum(1 for c in report.checked if not c.verdict.allowed)
-    warned = sum(1 for c in report.checked if c.verdict.allowed and c.verdict.violations)
-    clean = len(report.checked) - denied - warned
-    summary = (
-        f"{len(report.checked)} object{'s' if len(report.checked) != 1 else ''} checked: "
-        f"{denied} denied, {warned} allowed with warnings, {clean} allowed"
-    )
+    line = summary([c.verdict for c in report.checked])
     if report.skipped:
-        summary += f"; {len(report.skipped)} document{'s' if len(report.skipped) != 1 else ''} skipped"
-        summary += "" if verbose else " (-v lists them)"
-    print(summary, file=out)
+        line += f"; {len(report.skipped)} document{'s' if len(report.skipped) != 1 else ''} skipped"
+        line += "" if verbose else " (-v lists them)"
+    print(line, file=out)
 
 
 def check_command(args: argparse.Namespace, config: Config) -> int:
@@ -151,7 +120,7 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
         defaulter = Defaulter(list(args.crd))
     except (OSError, yaml.YAMLError, CRDSchemaError) as exc:
         print(f"karta-admission: --crd: cannot use it: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.ERROR
     report = run_check(list(args.files), evaluator, defaulter)
     for error in report.errors:
         print(f"karta-admission: {error}", file=sys.stderr)
@@ -161,29 +130,3 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
     else:
         print_text(report, sys.stdout, verbose=args.verbose)
     return report.exit_code
-
-
-def rules_command() -> int:
-    width = max(len(r) for r in BUILTIN_RULES.ids())
-    for rule in BUILTIN_RULES:
-        scope = f" [{rule.api_group} only]" if rule.api_group else ""
-        print(f"{rule.id:<{width}}  {rule.default_severity!s:<4}  {rule.summary}{scope}")
-    return EXIT_OK
-
-
-def definitions_command(args: argparse.Namespace, config: Config) -> int:
-    if args.files:
-        status = EXIT_OK
-        for name in args.files:
-            try:
-                for definition in load_file(Path(name)):
-                    print(f"OK: {definition.source}: {definition.name} (root kind {definition.root_kind})")
-            except DefinitionError as exc:
-                print(f"INVALID: {exc}")
-                status = EXIT_DENIED
-        return status
-    for compiled in load_definitions(config):
-        d = compiled.definition
-        components = ", ".join(c.name for c in d.components)
-        print(f"{d.root_kind}: {d.name} from {d.source} (components: {components})")
-    return EXIT_OK

@@ -16,12 +16,12 @@ from typing import Any
 from flask import Flask
 
 from webhook.admission import Admission
+from webhook.cli.exits import Exit
 from webhook.config import Config, build_evaluator, load_definitions
 from webhook.observability import logs, metrics
 from webhook.server.app import ServerState, create_app
 from webhook.server.gunicorn_settings import WebhookGunicornApp, gunicorn_settings
 
-EXIT_USAGE = 2
 log = logs.get("serve")
 
 
@@ -115,11 +115,11 @@ def serve_command(args: argparse.Namespace, config: Config) -> int:
         atexit.register(manager.stop)
     if args.certfile is None or args.keyfile is None:
         print("karta-admission: serve needs --certfile and --keyfile (or selfManaged certificates)", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.ERROR
     for flag, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
         if not Path(path).is_file():
             print(f"karta-admission: {flag} {path}: no such file", file=sys.stderr)
-            return EXIT_USAGE
+            return Exit.ERROR
     _metrics_directory()
     if use_cluster and config.cluster.audit_interval_seconds > 0:
         from webhook.cluster.audit import PeriodicAudit
@@ -143,7 +143,7 @@ def serve_command(args: argparse.Namespace, config: Config) -> int:
                           "kinds": [str(k) for k in definitions.kinds()], "cluster": use_cluster}},
     )  # fmt: skip
     WebhookGunicornApp(lambda: build_app(options), settings).run()
-    return 0
+    return Exit.OK
 
 
 def _child_exit(server: Any, worker: Any) -> None:

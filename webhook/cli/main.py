@@ -1,4 +1,4 @@
-"""The `karta-admission` command."""
+"""The `karta-admission` command: its arguments, and which module runs each command."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook import __version__
+from webhook.cli.exits import Exit
 from webhook.config import Config, ConfigError, load_config
 from webhook.evaluation import Mode
 from webhook.karta.parse import DefinitionError
-
-EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse exits with 2 too; this only adds the hint to the help.
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nTry '{self.prog} --help'.\n")
+        self.exit(Exit.ERROR, f"{self.prog}: error: {message}\nTry '{self.prog} --help'.\n")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -117,36 +116,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            from webhook.server.run import serve_command
+            from webhook.cli.serve import serve_command
 
             return serve_command(args, _config(args))
         if args.command == "check":
-            from webhook.check import check_command
+            from webhook.cli.check import check_command
 
             return check_command(args, _config(args))
         if args.command == "audit":
-            from webhook.cluster.audit import audit_command
+            from webhook.cli.audit import audit_command
 
             return audit_command(args, _config(args))
         if args.command == "certs":
-            from webhook.certs import run_certs_command
+            from webhook.cli.certs import run_certs_command
 
             return run_certs_command(args.out, list(args.dns), list(args.ip), args.days)
         if args.command == "rules":
-            from webhook.check import rules_command
+            from webhook.cli.catalog import rules_command
 
             return rules_command()
         if args.command == "definitions":
-            from webhook.check import definitions_command
+            from webhook.cli.catalog import definitions_command
 
             return definitions_command(args, _config(args))
     except (ConfigError, DefinitionError) as exc:
         print(f"karta-admission: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.ERROR
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
     raise AssertionError(f"unhandled command {args.command}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
