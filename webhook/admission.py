@@ -16,6 +16,7 @@ from webhook.gang import GroupInfo, PodGang, convention_for, desired_metadata
 from webhook.karta.model import GVK
 from webhook.karta.registry import DefinitionSet
 from webhook.kube import names
+from webhook.kube.meta import controller_of
 from webhook.policy.model import Severity, Violation
 
 REVIEW_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
@@ -232,7 +233,7 @@ class Admission:
             or self.evaluator.mode is Mode.OFF
         ):
             return outcome
-        owner = _controller(pod)
+        owner = controller_of(pod)
         if owner is None:
             return outcome
         compiled = self.evaluator.definitions.for_kind(GVK.of(owner))
@@ -288,14 +289,6 @@ def add_missing_metadata(
         for key, value in sorted(missing.items()):
             ops.append({"op": "add", "path": f"/metadata/{field_name}/{escape_pointer(key)}", "value": value})
     return ops
-
-
-def _controller(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    refs = (pod.get("metadata") or {}).get("ownerReferences")
-    for ref in refs if isinstance(refs, list) else []:
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            return ref
-    return None
 
 
 def _with_kind(obj: Mapping[str, Any], kind: GVK) -> Mapping[str, Any]:

@@ -37,6 +37,14 @@ def print_text(report: AuditReport, out: TextIO) -> None:
     print(summary_line(report), file=out)
 
 
+def _failure(exc: BaseException, server: str) -> str:
+    if isinstance(exc, ApiException):
+        return f"the Kubernetes API server at {server} refused: {api_error(exc)}"
+    if isinstance(exc, ReportsUnavailable):
+        return str(exc)
+    return f"cannot reach the Kubernetes API server at {server}: {connection_error(exc)}"
+
+
 def exit_status(report: AuditReport) -> Exit:
     if report.errors:
         return Exit.ERROR
@@ -68,23 +76,9 @@ def audit_command(args: argparse.Namespace, config: Config) -> int:
                 keep_kinds=report.failed_kinds,
             )
             report.errors.extend(stats.errors)
-    except ReportsUnavailable as exc:
+    except (ReportsUnavailable, ApiException, *CONNECTION_ERRORS) as exc:
         progress.done()
-        print(f"karta-admission: {exc}", file=sys.stderr)
-        return Exit.ERROR
-    except CONNECTION_ERRORS as exc:
-        progress.done()
-        print(
-            f"karta-admission: cannot reach the Kubernetes API server at {server}: {connection_error(exc)}",
-            file=sys.stderr,
-        )
-        return Exit.ERROR
-    except ApiException as exc:
-        progress.done()
-        print(
-            f"karta-admission: the Kubernetes API server at {server} refused: {api_error(exc)}",
-            file=sys.stderr,
-        )
+        print(f"karta-admission: {_failure(exc, server)}", file=sys.stderr)
         return Exit.ERROR
     finally:
         close_client(api_client)

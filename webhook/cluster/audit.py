@@ -30,6 +30,7 @@ from webhook.config import Config, build_evaluator, load_definitions
 from webhook.evaluation import Evaluator, Verdict
 from webhook.karta.model import GVK
 from webhook.karta.registry import DefinitionSet
+from webhook.kube.meta import controller_of
 from webhook.observability import logs, metrics
 
 from .kartas import cluster_definition_set
@@ -40,7 +41,6 @@ from .kube import (
     api_error,
     close_client,
     connection_error,
-    controller_of,
     discover,
     iter_pages,
     load_api_client,

@@ -236,14 +236,6 @@ def _items(first: list[dict[str, Any]], rest: Iterator[tuple[list[dict[str, Any]
         raise
 
 
-def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    refs = (obj.get("metadata") or {}).get("ownerReferences")
-    for ref in refs if isinstance(refs, list) else ():
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            return ref
-    return None
-
-
 class WatchConsumer(Protocol):
     """What a Reflector keeps in step: a full state after each list, then one event at a time.
 

@@ -212,7 +212,7 @@ def to_int32(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConversionError(f"cannot use {go_format(value)!s} ({type_name(value)}) as an integer")
+        raise ConversionError(f"cannot use {go_format(value)!s} ({native.json_type_name(value)}) as an integer")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
             raise ConversionError(f"cannot use {go_format(value)} as an integer")
@@ -228,22 +228,8 @@ def to_string(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ConversionError(f"cannot use {go_format(value)} ({type_name(value)}) as a string")
+        raise ConversionError(f"cannot use {go_format(value)} ({native.json_type_name(value)}) as a string")
     return value
-
-
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def go_format(value: Any) -> str:

@@ -99,7 +99,8 @@ def parse_simple(expression: str) -> SimplePath | None:
     return SimplePath(tuple(steps))
 
 
-def _type_name(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """jq's name for the type of a decoded JSON value, as its error messages print it."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -121,7 +122,7 @@ def _apply(step: Step, items: list[tuple[Any, Location]]) -> Iterator[tuple[Any,
             elif isinstance(value, dict):
                 yield value.get(step.name), (*location, step.name)
             else:
-                raise NativeError(f'Cannot index {_type_name(value)} with "{step.name}"')
+                raise NativeError(f'Cannot index {json_type_name(value)} with "{step.name}"')
         elif isinstance(step, Index):
             if value is None:
                 yield None, (*location, step.position)
@@ -129,7 +130,7 @@ def _apply(step: Step, items: list[tuple[Any, Location]]) -> Iterator[tuple[Any,
                 inside = -len(value) <= step.position < len(value)
                 yield (value[step.position] if inside else None), (*location, step.position)
             else:
-                raise NativeError(f"Cannot index {_type_name(value)} with number")
+                raise NativeError(f"Cannot index {json_type_name(value)} with number")
         elif isinstance(value, list):
             for index, element in enumerate(value):
                 yield element, (*location, index)
@@ -138,7 +139,7 @@ def _apply(step: Step, items: list[tuple[Any, Location]]) -> Iterator[tuple[Any,
             for key in sorted(value):
                 yield value[key], (*location, key)
         elif not step.optional:
-            raise NativeError(f"Cannot iterate over {_type_name(value)}")
+            raise NativeError(f"Cannot iterate over {json_type_name(value)}")
 
 
 @dataclass(frozen=True)
