@@ -79,13 +79,35 @@ class TestScale:
             ("deny", f"{W0}.replicas")
         ]
         (v,) = [v for v in check(service([{"replicas": 10, "maxReplicas": 5}])) if v.rule == "replicas-within-bounds"]
-        assert "replicas 10 is above maxReplicas 5, so only 5 would run" in v.message
-        assert "worker 'small'" in v.message
+        assert "replicas 10 is above maxReplicas 5; KubeRay would run 5" in v.message
+        assert "worker group \"small\"" in v.message
 
     def test_replicas_below_min_denied(self) -> None:
         assert found(service([{"replicas": 1, "minReplicas": 2}]), "replicas-within-bounds") == [
             ("deny", f"{W0}.replicas")
         ]
+
+    def test_replicas_zero_below_min_is_what_kuberay_runs_as_meant(self) -> None:
+        # An omitted replicas is stored as 0 (CRD default); KubeRay starts minReplicas pods. Not denied.
+        obj = service([{"replicas": 0, "minReplicas": 1}])
+        assert [v for v in check(obj) if v.severity is Severity.DENY] == []
+        assert found(obj, "replicas-within-bounds") == []
+
+    def test_suspended_group_gets_no_would_run_message(self) -> None:
+        obj = service([{"replicas": 10, "maxReplicas": 5, "suspend": True}])
+        assert found(obj, "replicas-within-bounds") == []
+
+    def test_defaulted_min_is_not_reported_against_a_negative_max(self) -> None:
+        # The user wrote only maxReplicas: -1 (minReplicas is the default 0): one fact, one violation.
+        violations = check(service([{"replicas": 0, "minReplicas": 0, "maxReplicas": -1}]))
+        assert [(v.rule, v.path) for v in violations] == [("non-negative-scale", f"{W0}.maxReplicas")]
+        assert "maxReplicas -1 is negative" in violations[0].message
+        assert "minReplicas 0" not in violations[0].message
+
+    def test_negative_replicas_is_one_violation(self) -> None:
+        violations = check(service([{"replicas": -1, "minReplicas": 1}]))
+        assert [(v.rule, v.path) for v in violations] == [("non-negative-scale", f"{W0}.replicas")]
+        assert violations[0].message.endswith("replicas -1 is negative; KubeRay would run 1")
 
     def test_only_a_warning_under_the_autoscaler(self) -> None:
         obj = service([{"replicas": 10, "maxReplicas": 5}], enableInTreeAutoscaling=True)
@@ -105,7 +127,7 @@ class TestScale:
         obj = service([{"replicas": 3, "maxReplicas": 2, "numOfHosts": 4}])
         (v,) = [v for v in check(obj) if v.rule == "replicas-within-bounds"]
         assert "replicas 3 (12 pods at 4 per replica) is above maxReplicas 2 (8 pods at 4 per replica)" in v.message
-        assert v.path == W0
+        assert v.path == f"{W0}.replicas"  # the field, even when counted in pods
 
     def test_min_above_max(self) -> None:
         obj = service([{"replicas": 3, "minReplicas": 4, "maxReplicas": 2}])

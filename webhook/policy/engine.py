@@ -7,7 +7,18 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from webhook.karta.resolve import ResolvedWorkload
-from webhook.policy import gpu, kuberay, scale  # noqa: F401  (importing registers the rules)
+
+# Importing the rule modules registers their rules; the ray_* ones are KubeRay's own validation, by family.
+from webhook.policy import (  # noqa: F401
+    gpu,
+    kuberay,
+    ray_autoscaler,
+    ray_cluster,
+    ray_features,
+    ray_rayjob,
+    ray_rayservice,
+    scale,
+)
 from webhook.policy.model import RULES, PolicySettings, RuleContext, Severity, Violation, where
 
 __all__ = ["RULES", "demote_existing", "denied", "evaluate"]
