@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from jsonpointer import escape as escape_pointer
 
-from webhook.checker import Checker
+from webhook.checker import Checker, as_served
 from webhook.config import Config, Mode
 from webhook.gang import GroupInfo, PodGang, convention_for, desired_metadata
 from webhook.karta.model import GVK
@@ -181,11 +181,11 @@ class Admission:
         compiled = self.checker.definition_for(_with_kind(obj, review.kind))
         if compiled is None or mode is Mode.OFF:
             return outcome
-        workload = compiled.resolve(_with_kind(obj, review.kind))
+        workload = compiled.resolve(as_served(_with_kind(obj, review.kind)))
         violations = self.checker.violations(workload)
         old = review.request.get("oldObject")
         if review.operation == "UPDATE" and isinstance(old, dict) and violations:
-            old_violations = self.checker.violations(compiled.resolve(_with_kind(old, review.kind)))
+            old_violations = self.checker.violations(compiled.resolve(as_served(_with_kind(old, review.kind))))
             violations = demote_existing(violations, old_violations)
         outcome.violations = violations
         denying = [v for v in violations if v.severity is Severity.DENY]

@@ -31,6 +31,20 @@ class Verdict:
         return self.mode is not Mode.ENFORCE or not denied(self.violations)
 
 
+# KubeRay's CRDs still serve ray.io/v1alpha1 (RayCluster; RayJob and RayService deprecated) next to
+# ray.io/v1, with no conversion webhook (strategy None): a v1alpha1 object is stored as written, pruned
+# and defaulted by the v1alpha1 schema, and KubeRay reads it as ray.io/v1. So it is checked as the v1
+# object it becomes. In a cluster the webhook gets such requests as v1 anyway (its rules name v1 and
+# matchPolicy: Equivalent converts the request); this serves `check`, `audit` and explicit registrations.
+EQUIVALENT_VERSIONS = {("ray.io/v1alpha1", kind): "ray.io/v1" for kind in ("RayCluster", "RayJob", "RayService")}
+
+
+def as_served(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """obj under the apiVersion its controller reads it as (ray.io/v1alpha1 Ray objects as ray.io/v1)."""
+    target = EQUIVALENT_VERSIONS.get((str(obj.get("apiVersion", "")), str(obj.get("kind", ""))))
+    return {**obj, "apiVersion": target} if target else obj
+
+
 def load_definitions(config: Config) -> DefinitionSet:
     """Built-in definitions, then those of the configured directories (which win for the same kind)."""
     extra = [d for directory in config.definition_directories for d in load_directory(directory)]
@@ -43,7 +57,7 @@ class Checker:
         self.config = config
 
     def definition_for(self, obj: Mapping[str, Any]) -> CompiledDefinition | None:
-        return self.definitions.for_object(obj)
+        return self.definitions.for_object(as_served(obj))
 
     def violations(self, workload: ResolvedWorkload) -> list[Violation]:
         return evaluate(workload, self.config.policy)
@@ -54,7 +68,7 @@ class Checker:
         if compiled is None:
             return None
         effective_mode = mode or self.config.mode
-        workload = compiled.resolve(obj)
+        workload = compiled.resolve(as_served(obj))
         violations = [] if effective_mode is Mode.OFF else self.violations(workload)
         return Verdict(
             kind=workload.kind,

@@ -334,6 +334,14 @@ def test_every_rule_is_exercised_by_this_file() -> None:
     assert missing == []
 
 
+def test_v1alpha1_objects_are_checked_as_the_v1_objects_kuberay_reads() -> None:
+    """KubeRay's CRDs serve ray.io/v1alpha1 without conversion: KubeRay reads such an object as v1."""
+    obj = service([{"replicas": 10, "maxReplicas": 5}])
+    obj["apiVersion"] = "ray.io/v1alpha1"
+    assert found(obj, "replicas-within-bounds") == [("deny", f"{W0}.replicas")]
+    assert [v for v in check(obj) if v.rule == "definition-resolution"] == []
+
+
 class TestKubeRayExtras:
     """What the ported KubeRay table (test_kuberay_parity.py) cannot show: our own stricter rule, settings."""
 
