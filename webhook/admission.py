@@ -336,8 +336,17 @@ def _status(kind: str, review: Review, obj: Mapping[str, Any], denying: list[Vio
     }
 
 
+CLIPPED = " ... (cut)"
+
+
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """text within limit characters; a longer one is cut at a word boundary and says so."""
+    if len(text) <= limit:
+        return text
+    room = text[: limit - len(CLIPPED) + 1]
+    boundary = room.rfind(" ")
+    kept = room[:boundary] if boundary > limit // 2 else room[:-1]
+    return kept.rstrip(" ,;:") + CLIPPED
 
 
 def _warnings(violations: list[Violation]) -> list[str]:

@@ -16,7 +16,9 @@ from webhook.policy.model import (
     DEFAULT_GPU_NODE_LABEL_KEYS,
     DEFAULT_GPU_PATTERNS,
     DEFAULT_GPU_TAINT_KEYS,
+    KUBERAY_FEATURE_GATES,
     GpuSettings,
+    KubeRaySettings,
     PolicySettings,
     Severity,
 )
@@ -117,6 +119,8 @@ def parse_config(raw: Any, source: str) -> Config:
         taint_keys=tuple(gpu_raw.get("taintKeys", DEFAULT_GPU_TAINT_KEYS)),
         node_label_keys=tuple(gpu_raw.get("nodeLabelKeys", DEFAULT_GPU_NODE_LABEL_KEYS)),
     )
+    kuberay_raw = raw.get("kuberay") or {}
+    kuberay = KubeRaySettings(feature_gates={**KUBERAY_FEATURE_GATES, **(kuberay_raw.get("featureGates") or {})})
     gang_raw = raw.get("gang") or {}
     custom = gang_raw.get("custom") or {}
     gang = GangSettings(
@@ -138,7 +142,7 @@ def parse_config(raw: Any, source: str) -> Config:
         mode=Mode(raw.get("mode", "enforce")),
         failure_policy=raw.get("failurePolicy", "Fail"),
         namespace_mode_label=raw.get("namespaceModeLabel", NAMESPACE_MODE_LABEL),
-        policy=PolicySettings(severities=severities, gpu=gpu),
+        policy=PolicySettings(severities=severities, gpu=gpu, kuberay=kuberay),
         gang=gang,
         definition_directories=tuple(Path(d) for d in (raw.get("definitions") or {}).get("directories") or ()),
         cluster=cluster,

@@ -23,6 +23,20 @@ class Mode(enum.StrEnum):
     OFF = "off"
 
 
+# KubeRay's CRDs still serve ray.io/v1alpha1 (RayCluster; RayJob and RayService deprecated) next to
+# ray.io/v1, with no conversion webhook (strategy None): a v1alpha1 object is stored as written, pruned
+# and defaulted by the v1alpha1 schema, and KubeRay reads it as ray.io/v1. So it is checked as the v1
+# object it becomes. In a cluster the webhook gets such requests as v1 anyway (its rules name v1 and
+# matchPolicy: Equivalent converts the request); this serves `check`, `audit` and explicit registrations.
+EQUIVALENT_VERSIONS = {("ray.io/v1alpha1", kind): "ray.io/v1" for kind in ("RayCluster", "RayJob", "RayService")}
+
+
+def as_served(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """obj under the apiVersion its controller reads it as (ray.io/v1alpha1 Ray objects as ray.io/v1)."""
+    target = EQUIVALENT_VERSIONS.get((str(obj.get("apiVersion", "")), str(obj.get("kind", ""))))
+    return {**obj, "apiVersion": target} if target else obj
+
+
 class DefinitionStore:
     """The definitions in force. Replaced whole by one assignment, so a review in flight keeps the set
     it started with and never sees half of an update."""
@@ -67,7 +81,7 @@ class Evaluator:
         return self.store.current
 
     def definition_for(self, obj: Mapping[str, Any]) -> CompiledDefinition | None:
-        return self.store.current.for_object(obj)
+        return self.store.current.for_object(as_served(obj))
 
     def violations(self, workload: ResolvedWorkload) -> list[Violation]:
         return evaluate(workload, self.policy)
@@ -80,6 +94,7 @@ class Evaluator:
         With old (an UPDATE), a denying violation the old object already had and that the update does
         not make worse only warns: objects admitted before the webhook stay editable and deletable.
         """
+        obj = as_served(obj)
         compiled = self.store.current.for_object(obj)
         if compiled is None:
             return None
@@ -88,7 +103,7 @@ class Evaluator:
         if effective is not Mode.OFF:
             violations = self.violations(compiled.resolve(obj))
             if old is not None and violations:
-                violations = demote_existing(violations, self.violations(compiled.resolve(old)))
+                violations = demote_existing(violations, self.violations(compiled.resolve(as_served(old))))
         meta = obj.get("metadata") or {}
         return Verdict(
             kind=str(obj.get("kind") or ""),

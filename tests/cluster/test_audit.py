@@ -263,7 +263,7 @@ def test_policy_reports_are_written_updated_and_cleaned(
     assert failed["rule"] == "replicas-within-bounds"
     assert failed["severity"] == "high"
     assert failed["properties"]["path"] == "spec.workerGroupSpecs[0].replicas"
-    assert failed["message"].startswith("worker 'w': replicas 10 is above maxReplicas 5")
+    assert failed["message"].startswith('worker group "w": replicas 10 is above maxReplicas 5')
     assert set(failed["timestamp"]) == {"seconds", "nanos"}
     assert report["summary"]["fail"] == 1
     assert report["summary"]["pass"] == sum(1 for r in report["results"] if r["result"] == "pass") > 5

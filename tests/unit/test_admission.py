@@ -14,7 +14,7 @@ import pytest
 
 from tests.reviews import ray_pod, review
 from tests.unit.test_rules import GPU, container, gpu_worker, service
-from webhook.admission import Admission, ReviewError, parse_review
+from webhook.admission import CLIPPED, WARNING_MAX, Admission, ReviewError, _clip, parse_review
 from webhook.config import parse_config
 from webhook.evaluation import Mode
 from webhook.gang import GroupInfo, TaskGroup
@@ -48,13 +48,14 @@ def test_denial_names_object_field_value_and_rule() -> None:
     assert status["code"] == 422 and status["reason"] == "Invalid"
     assert status["message"] == (
         'RayService.ray.io "svc" is invalid: spec.rayClusterConfig.workerGroupSpecs[0].replicas: '
-        "Invalid value: 10: worker 'small': replicas 10 is above maxReplicas 5, so only 5 would run "
+        'Invalid value: 10: worker group "small": replicas 10 is above maxReplicas 5; KubeRay would run 5 '
         "[replicas-within-bounds]"
     )
     assert status["details"]["causes"] == [{
         "reason": "FieldValueInvalid",
         "field": "spec.rayClusterConfig.workerGroupSpecs[0].replicas",
-        "message": "worker 'small': replicas 10 is above maxReplicas 5, so only 5 would run [replicas-within-bounds]",
+        "message": 'worker group "small": replicas 10 is above maxReplicas 5; KubeRay would run 5 '
+                   "[replicas-within-bounds]",
     }]  # fmt: skip
     assert status["details"]["kind"] == "RayService" and status["details"]["group"] == "ray.io"
 
@@ -71,12 +72,19 @@ def test_warnings_accompany_allowed_objects() -> None:
     response = validate(review(obj))["response"]
     assert response["allowed"] is True
     (warning,) = response["warnings"]
-    assert warning.startswith(
-        "[gpu-toleration] spec.rayClusterConfig.workerGroupSpecs[0].template.spec.tolerations: worker 'gpu': the pod "
-        "template asks for GPUs but tolerates none of the GPU taints (nvidia.com/gpu, amd.com/gpu)"
+    assert warning == (
+        '[gpu-toleration] spec.rayClusterConfig.workerGroupSpecs[0].template.spec.tolerations: worker group "gpu": '
+        "asks for GPUs but tolerates no GPU taint (nvidia.com/gpu, amd.com/gpu); it stays Pending on tainted GPU nodes"
     )
-    # Longer than the API server keeps: clipped to 256 characters by us, visibly.
-    assert len(warning) == 256 and warning.endswith("...")
+    assert len(warning) <= WARNING_MAX  # whole: the API server cuts warnings past 256 characters
+
+
+def test_long_warnings_are_cut_at_a_word_and_say_so() -> None:
+    text = 'worker group "g": ' + " ".join(f"word{i}" for i in range(80))
+    clipped = _clip(text, WARNING_MAX)
+    assert len(clipped) <= WARNING_MAX and clipped.endswith(CLIPPED)
+    kept = clipped.removesuffix(CLIPPED)
+    assert text.startswith(kept) and text[len(kept)] == " "  # cut between words, not inside one
 
 
 def test_audit_mode_never_denies_and_annotates() -> None:
@@ -92,7 +100,7 @@ def test_audit_mode_never_denies_and_annotates() -> None:
         {
             "path": "spec.rayClusterConfig.workerGroupSpecs[0].replicas",
             "severity": "deny",
-            "message": "worker 'small': replicas 10 is above maxReplicas 5, so only 5 would run",
+            "message": 'worker group "small": replicas 10 is above maxReplicas 5; KubeRay would run 5',
         }
     ]
     for key in annotations:

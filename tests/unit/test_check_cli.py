@@ -29,7 +29,7 @@ def test_broken_file_is_denied_with_exit_1(capsys: pytest.CaptureFixture[str]) -
     lines = out.splitlines()
     assert lines[0] == f"{BROKEN}: RayService ml/broken-service: DENIED"
     assert "  deny  replicas-within-bounds  spec.rayClusterConfig.workerGroupSpecs[0].replicas" in lines
-    assert "        worker 'small-group': replicas 10 is above maxReplicas 5, so only 5 would run" in lines
+    assert '        worker group "small-group": replicas 10 is above maxReplicas 5; KubeRay would run 5' in lines
     assert any(
         "gpu-whole-number" in line and "workerGroupSpecs[1].template.spec.containers[0]" in line for line in lines
     )

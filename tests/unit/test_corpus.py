@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from webhook.config import build_evaluator, parse_config
 from webhook.gang import group_infos
 from webhook.karta.registry import DefinitionSet
 from webhook.kube.defaults import CRDDefaults
-from webhook.policy.model import Severity
+from webhook.policy.model import KUBERAY_FEATURE_GATES, Severity
 
 CHECKER = build_evaluator(parse_config({}, "test"), DefinitionSet.builtin())
 INT32_MAX = 2**31 - 1
@@ -73,10 +74,29 @@ def test_sample_resolves_like_kuberay_and_is_not_denied(path: str, raw: dict[str
 
 
 def test_corpus_warnings_are_the_expected_few() -> None:
-    """The samples are real: the only findings are advisory (GPU taint tolerations)."""
+    """The samples are real: the only findings are advisory (GPU taint tolerations, and the samples of alpha
+    features whose KubeRay feature gate is off by default)."""
     rules: set[str] = set()
-    for _, raw in ray_objects():
+    gated: set[str] = set()
+    for name, raw in ray_objects():
         verdict = CHECKER.verdict(CRDDefaults.packaged().apply(raw))
         assert verdict is not None
         rules.update(v.rule for v in verdict.violations)
-    assert rules <= {"gpu-toleration", "gpu-on-head", "gpu-node-selector"}
+        gated.update(name for v in verdict.violations if v.rule == "ray-feature-gate")
+    assert rules <= {"gpu-toleration", "gpu-on-head", "gpu-node-selector", "ray-feature-gate"}
+    if "KARTA_CORPUS" not in os.environ:
+        assert gated == {
+            "ray-cluster.embedded-gcs-ft.yaml",
+            "ray-cluster.historyserver.yaml",
+            "ray-cluster.mtls.yaml",
+            "ray-cluster.network-policy-deny-all.yaml",
+        }
+
+
+def test_corpus_is_clean_with_every_kuberay_feature_gate_on() -> None:
+    gates = dict.fromkeys(KUBERAY_FEATURE_GATES, True)
+    checker = build_evaluator(parse_config({"kuberay": {"featureGates": gates}}, "test"), DefinitionSet.builtin())
+    for name, raw in ray_objects():
+        verdict = checker.verdict(CRDDefaults.packaged().apply(raw))
+        assert verdict is not None
+        assert [v for v in verdict.violations if v.rule.startswith("ray-")] == [], name

@@ -72,7 +72,10 @@ def test_multi_host_groups_count_pods() -> None:
     assert instance.scale == Scale(8, 4, 12)
     assert instance.pods_per_replica == 4
     # A computed value has no field of its own: the location falls back to the group.
-    assert format_path(instance.field_location("replicas") or ()) == "spec.rayClusterConfig.workerGroupSpecs[0]"
+    # In pods, but still read from the field: the path points at what the user wrote.
+    assert (
+        format_path(instance.field_location("replicas") or ()) == "spec.rayClusterConfig.workerGroupSpecs[0].replicas"
+    )
 
 
 def test_multi_host_default_max_is_capped_at_int32() -> None:

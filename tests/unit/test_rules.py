@@ -79,13 +79,35 @@ class TestScale:
             ("deny", f"{W0}.replicas")
         ]
         (v,) = [v for v in check(service([{"replicas": 10, "maxReplicas": 5}])) if v.rule == "replicas-within-bounds"]
-        assert "replicas 10 is above maxReplicas 5, so only 5 would run" in v.message
-        assert "worker 'small'" in v.message
+        assert "replicas 10 is above maxReplicas 5; KubeRay would run 5" in v.message
+        assert 'worker group "small"' in v.message
 
     def test_replicas_below_min_denied(self) -> None:
         assert found(service([{"replicas": 1, "minReplicas": 2}]), "replicas-within-bounds") == [
             ("deny", f"{W0}.replicas")
         ]
+
+    def test_replicas_zero_below_min_is_what_kuberay_runs_as_meant(self) -> None:
+        # An omitted replicas is stored as 0 (CRD default); KubeRay starts minReplicas pods. Not denied.
+        obj = service([{"replicas": 0, "minReplicas": 1}])
+        assert [v for v in check(obj) if v.severity is Severity.DENY] == []
+        assert found(obj, "replicas-within-bounds") == []
+
+    def test_suspended_group_gets_no_would_run_message(self) -> None:
+        obj = service([{"replicas": 10, "maxReplicas": 5, "suspend": True}])
+        assert found(obj, "replicas-within-bounds") == []
+
+    def test_defaulted_min_is_not_reported_against_a_negative_max(self) -> None:
+        # The user wrote only maxReplicas: -1 (minReplicas is the default 0): one fact, one violation.
+        violations = check(service([{"replicas": 0, "minReplicas": 0, "maxReplicas": -1}]))
+        assert [(v.rule, v.path) for v in violations] == [("non-negative-scale", f"{W0}.maxReplicas")]
+        assert "maxReplicas -1 is negative" in violations[0].message
+        assert "minReplicas 0" not in violations[0].message
+
+    def test_negative_replicas_is_one_violation(self) -> None:
+        violations = check(service([{"replicas": -1, "minReplicas": 1}]))
+        assert [(v.rule, v.path) for v in violations] == [("non-negative-scale", f"{W0}.replicas")]
+        assert violations[0].message.endswith("replicas -1 is negative; KubeRay would run 1")
 
     def test_only_a_warning_under_the_autoscaler(self) -> None:
         obj = service([{"replicas": 10, "maxReplicas": 5}], enableInTreeAutoscaling=True)
@@ -105,7 +127,7 @@ class TestScale:
         obj = service([{"replicas": 3, "maxReplicas": 2, "numOfHosts": 4}])
         (v,) = [v for v in check(obj) if v.rule == "replicas-within-bounds"]
         assert "replicas 3 (12 pods at 4 per replica) is above maxReplicas 2 (8 pods at 4 per replica)" in v.message
-        assert v.path == W0
+        assert v.path == f"{W0}.replicas"  # the field, even when counted in pods
 
     def test_min_above_max(self) -> None:
         obj = service([{"replicas": 3, "minReplicas": 4, "maxReplicas": 2}])
@@ -304,9 +326,46 @@ class TestUpdates:
 
 
 def test_every_rule_is_exercised_by_this_file() -> None:
+    """KubeRay's own checks (webhook/policy/ray_*.py) are exercised by the ported KubeRay table instead."""
     source = Path(__file__).read_text()
-    missing = [r for r in BUILTIN_RULES.ids() if f'"{r}"' not in source]
+    missing = [
+        r.id
+        for r in BUILTIN_RULES
+        if f'"{r.id}"' not in source and not r.check.__module__.startswith("webhook.policy.ray_")
+    ]
     assert missing == []
+
+
+def test_v1alpha1_objects_are_checked_as_the_v1_objects_kuberay_reads() -> None:
+    """KubeRay's CRDs serve ray.io/v1alpha1 without conversion: KubeRay reads such an object as v1."""
+    obj = service([{"replicas": 10, "maxReplicas": 5}])
+    obj["apiVersion"] = "ray.io/v1alpha1"
+    assert found(obj, "replicas-within-bounds") == [("deny", f"{W0}.replicas")]
+    assert [v for v in check(obj) if v.rule == "definition-resolution"] == []
+
+
+class TestKubeRayExtras:
+    """What the ported KubeRay table (test_kuberay_parity.py) cannot show: our own stricter rule, settings."""
+
+    def test_group_name_kuberay_cannot_put_in_a_pod_name(self) -> None:
+        obj = service([{"groupName": "gpu_workers"}])
+        assert found(obj, "ray-group-name-pod-name") == [("deny", f"{W0}.groupName")]
+        assert found(service([{"groupName": "GPU-Workers"}]), "ray-group-name-pod-name") == []  # lower-cased
+
+    def test_feature_gates_are_settings_with_kuberay_defaults(self) -> None:
+        obj = service([{}], networkPolicy={"mode": "DenyAll"})
+        assert found(obj, "ray-feature-gate") == [("warn", "spec.rayClusterConfig.networkPolicy")]
+        on = {"kuberay": {"featureGates": {"RayClusterNetworkPolicy": True}}}
+        assert found(obj, "ray-feature-gate", on) == []
+        strict = {"rules": {"ray-feature-gate": "deny"}}
+        assert found(obj, "ray-feature-gate", strict) == [("deny", "spec.rayClusterConfig.networkPolicy")]
+
+    def test_incremental_upgrade_options_only_matter_with_the_gate_on(self) -> None:
+        obj = service([{}])
+        obj["spec"]["upgradeStrategy"] = {"type": "NewClusterWithIncrementalUpgrade"}
+        assert found(obj, "ray-service-upgrade-strategy") == [("deny", "spec.upgradeStrategy.type")]
+        off = {"kuberay": {"featureGates": {"RayServiceIncrementalUpgrade": False}}}
+        assert found(obj, "ray-service-upgrade-strategy", off) == []
 
 
 def test_rules_do_not_modify_the_object() -> None:

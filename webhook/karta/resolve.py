@@ -18,6 +18,7 @@ from webhook.karta.jqengine import ConversionError, PathBatch, PathOutcome
 from webhook.karta.model import GVK, Component, KartaDefinition
 
 PathParts = tuple[str | int, ...]
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class Instance:
 
     @property
     def label(self) -> str:
-        return f"{self.component} {self.id!r}" if self.id else self.component
+        """How messages name the instance: `worker group "small-group"`, or the component alone."""
+        return f'{self.component} group "{self.id}"' if self.id else self.component
 
     def field_location(self, scale_field: str) -> PathParts | None:
         """Where a scale value came from, or failing that the instance itself."""
@@ -258,7 +260,7 @@ def _resolve_component(c: Component, outcome: Any, obj: Mapping[str, Any]) -> Re
     for index, instance_id in enumerate(ids):
         pod = pods[index]
         location = _instance_location(id_locations[index], pod.spec_location if pod else None, multi)
-        found = _field_locations(obj, location, scales[index], scale_locations[index])
+        found = _field_locations(obj, location, scales[index], scale_locations[index], pods_per_replica[index])
         instances.append(
             Instance(
                 component=c.name,
@@ -387,13 +389,18 @@ def _scales(
 
 
 def _field_locations(
-    obj: Mapping[str, Any], location: PathParts | None, scale: Scale | None, known: dict[str, PathParts]
+    obj: Mapping[str, Any],
+    location: PathParts | None,
+    scale: Scale | None,
+    known: dict[str, PathParts],
+    pods_per_replica: int | None = None,
 ) -> dict[str, PathParts]:
     """Where each scale value sits in the object.
 
     A computed value (from a path with arithmetic or defaults) has no location of its own; when the
-    instance holds a field named like the scale role with exactly that value, that field is where it
-    came from. Otherwise rules point at the instance.
+    instance holds a field named like the scale role with exactly that value, or that value in
+    replicas of `pods_per_replica` pods (capped at int32 like the sums of the definitions), that field
+    is where it came from. Otherwise rules point at the instance.
     """
     if scale is None or location is None:
         return known
@@ -409,7 +416,11 @@ def _field_locations(
     for name, value in (("replicas", scale.replicas), ("minReplicas", scale.min_replicas),
                         ("maxReplicas", scale.max_replicas)):  # fmt: skip
         raw = holder.get(name)
-        if name not in found and value is not None and not isinstance(raw, bool) and raw == value:
+        if name in found or value is None or isinstance(raw, bool) or not isinstance(raw, int):
+            continue
+        if raw == value or (
+            pods_per_replica is not None and pods_per_replica > 1 and min(raw * pods_per_replica, _INT32_MAX) == value
+        ):
             found[name] = (*location, name)
     return found
 

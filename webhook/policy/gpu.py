@@ -302,8 +302,7 @@ def gpu_toleration(ctx: RuleContext) -> Iterator[Finding]:
             location = (*pod.spec_location, "tolerations") if pod.spec_location else instance.location
             yield Finding(
                 location,
-                f"{instance.label}: the pod template asks for GPUs but tolerates none of the GPU taints "
-                f"({', '.join(settings.gpu.taint_keys)}); on tainted GPU node pools it stays Pending unless the "
-                "API server's ExtendedResourceToleration plugin adds the toleration",
+                f"{instance.label}: asks for GPUs but tolerates no GPU taint ({', '.join(settings.gpu.taint_keys)}); "
+                "it stays Pending on tainted GPU nodes",
                 None,
             )

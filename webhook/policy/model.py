@@ -91,10 +91,34 @@ def default_gpu_settings() -> GpuSettings:
     )
 
 
+# KubeRay operator feature gates that change what its validation accepts, with KubeRay's defaults
+# (ray-operator/pkg/features/features.go at feeaf72f). The operator's configuration is not visible
+# at admission, so these are settings (`kuberay.featureGates`).
+KUBERAY_FEATURE_GATES: dict[str, bool] = {
+    "RayJobDeletionPolicy": True,  # Beta
+    "RayServiceIncrementalUpgrade": True,  # Beta
+    "GCSFaultToleranceEmbeddedStorage": False,  # Alpha
+    "RayClusterNetworkPolicy": False,  # Alpha
+    "RayClusterMTLS": False,  # Alpha
+    "RayClusterHistoryServer": False,  # Alpha
+}
+
+
+@dataclass(frozen=True)
+class KubeRaySettings:
+    """What the KubeRay operator in front of which the webhook runs is configured to accept."""
+
+    feature_gates: Mapping[str, bool] = field(default_factory=lambda: dict(KUBERAY_FEATURE_GATES))
+
+    def gate(self, name: str) -> bool:
+        return bool(self.feature_gates.get(name, KUBERAY_FEATURE_GATES[name]))
+
+
 @dataclass(frozen=True)
 class PolicySettings:
     severities: Mapping[str, Severity] = field(default_factory=dict)
     gpu: GpuSettings = field(default_factory=default_gpu_settings)
+    kuberay: KubeRaySettings = field(default_factory=KubeRaySettings)
 
     def severity(self, rule: Rule) -> Severity:
         return self.severities.get(rule.id, rule.default_severity)

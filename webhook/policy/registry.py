@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 
-from webhook.policy import gpu, kuberay, scale
+from webhook.policy import (
+    gpu,
+    kuberay,
+    ray_autoscaler,
+    ray_cluster,
+    ray_features,
+    ray_rayjob,
+    ray_rayservice,
+    scale,
+)
 from webhook.policy.model import PolicySettings, Rule, Severity
 
 
@@ -67,10 +76,36 @@ BUILTIN_RULES = RuleRegistry(
             gpu.gpu_node_selector,
             gpu.gpu_toleration,
         ),
+        # KubeRay's own validation, by family: what its controller refuses only after the object is stored.
         "KubeRay": (
             kuberay.ray_name,
             kuberay.ray_nested_upgrade_strategy,
             kuberay.ray_resources_conflict,
+            ray_cluster.ray_group_labels,
+            ray_cluster.ray_worker_suspend,
+            ray_cluster.ray_group_name_pod_name,
+            ray_cluster.ray_cluster_upgrade_strategy,
+            ray_autoscaler.ray_autoscaler_v2_env,
+            ray_autoscaler.ray_autoscaler_restart_policy,
+            ray_autoscaler.ray_autoscaler_options,
+            ray_autoscaler.ray_worker_idle_timeout,
+            ray_autoscaler.ray_worker_priority,
+            ray_features.ray_gcs_fault_tolerance,
+            ray_features.ray_auth,
+            ray_features.ray_network_policy,
+            ray_features.ray_tls,
+            ray_features.ray_history_server,
+            ray_features.ray_feature_gate,
+            ray_rayservice.ray_initializing_timeout,
+            ray_rayservice.ray_service_head_service_name,
+            ray_rayservice.ray_service_upgrade_strategy,
+            ray_rayjob.ray_job_cluster_source,
+            ray_rayjob.ray_job_suspend,
+            ray_rayjob.ray_job_ttl,
+            ray_rayjob.ray_job_submission_mode,
+            ray_rayjob.ray_job_limits,
+            ray_rayjob.ray_job_runtime_env,
+            ray_rayjob.ray_job_deletion_strategy,
         ),
     }
 )

@@ -27,27 +27,41 @@ def _count(instance: Instance, pods: int) -> str:
     return str(pods)
 
 
+def _runner(workload: ResolvedWorkload) -> str:
+    """Who turns the scale into pods, for messages that say what would happen."""
+    return "KubeRay" if workload.definition.root_kind.group == "ray.io" else "the controller"
+
+
 @rule(
     "replicas-within-bounds",
     Severity.DENY,
-    "replicas lies within [minReplicas, maxReplicas]; outside it the controller silently clamps it "
-    "(a warning only when an autoscaler owns replicas)",
+    "an explicit, non-zero replicas lies within [minReplicas, maxReplicas]; outside it the controller "
+    "silently clamps it (a warning only when an autoscaler owns replicas). replicas 0, which is also what "
+    "an omitted replicas becomes, is left alone: the controller starts minReplicas, as meant",
 )
 def replicas_within_bounds(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
     soften = Severity.WARN if workload.autoscaling else None
     owner = " (the autoscaler owns replicas)" if workload.autoscaling else ""
+    runner = _runner(workload)
     for instance in _scaled(workload):
         scale = instance.scale
         assert scale is not None
         replicas, low, high = scale.replicas, scale.min_replicas, scale.max_replicas
-        if replicas is None or (low is not None and high is not None and low > high):
+        # Nothing to say for a suspended instance (it runs no pods), for replicas 0 (the API server's
+        # default for an omitted replicas, indistinguishable from an explicit 0), and where another rule
+        # reports the fact (negative values, minReplicas above maxReplicas).
+        if instance.suspended or replicas is None or replicas <= 0:
+            continue
+        if (low is not None and low < 0) or (high is not None and high < 0):
+            continue
+        if low is not None and high is not None and low > high:
             continue
         if high is not None and replicas > high:
             yield Finding(
                 instance.field_location("replicas"),
                 f"{instance.label}: replicas {_count(instance, replicas)} is above maxReplicas "
-                f"{_count(instance, high)}, so only {_count(instance, high)} would run{owner}",
+                f"{_count(instance, high)}; {runner} would run {_count(instance, high)}{owner}",
                 replicas,
                 excess=replicas - high,
                 at_most=soften,
@@ -56,7 +70,7 @@ def replicas_within_bounds(ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(
                 instance.field_location("replicas"),
                 f"{instance.label}: replicas {_count(instance, replicas)} is below minReplicas "
-                f"{_count(instance, low)}, so {_count(instance, low)} would run{owner}",
+                f"{_count(instance, low)}; {runner} would run {_count(instance, low)}{owner}",
                 replicas,
                 excess=low - replicas,
                 at_most=soften,
@@ -70,31 +84,41 @@ def min_not_above_max(ctx: RuleContext) -> Iterator[Finding]:
         scale = instance.scale
         assert scale is not None
         low, high = scale.min_replicas, scale.max_replicas
-        if low is not None and high is not None and low > high:
-            yield Finding(
-                instance.field_location("minReplicas"),
-                f"{instance.label}: minReplicas {_count(instance, low)} is greater than maxReplicas "
-                f"{_count(instance, high)}",
-                low,
-                excess=low - high,
-            )
+        # A negative bound is its own fact (non-negative-scale); comparing it with the other bound,
+        # perhaps a default the user never wrote, would report a second, misleading one.
+        if low is None or high is None or low < 0 or high < 0 or low <= high:
+            continue
+        yield Finding(
+            instance.field_location("minReplicas"),
+            f"{instance.label}: minReplicas {_count(instance, low)} is greater than maxReplicas "
+            f"{_count(instance, high)}; {_runner(workload)} refuses the group",
+            low,
+            excess=low - high,
+        )
 
 
 @rule("non-negative-scale", Severity.DENY, "replicas, minReplicas and maxReplicas are not negative")
 def non_negative_scale(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
+    runner = _runner(workload)
     for instance in _scaled(workload):
         scale = instance.scale
         assert scale is not None
         for field, value in (("replicas", scale.replicas), ("minReplicas", scale.min_replicas),
                              ("maxReplicas", scale.max_replicas)):  # fmt: skip
-            if value is not None and value < 0:
-                yield Finding(
-                    instance.field_location(field),
-                    f"{instance.label}: {field} must not be negative, got {value}",
-                    value,
-                    excess=-value,
-                )
+            if value is None or value >= 0:
+                continue
+            if field == "replicas":
+                start = max(scale.min_replicas or 0, 0)
+                effect = f"{runner} would run {_count(instance, start)}"
+            else:
+                effect = f"{runner} refuses the group"
+            yield Finding(
+                instance.field_location(field),
+                f"{instance.label}: {field} {value} is negative; {effect}",
+                value,
+                excess=-value,
+            )
 
 
 @rule(
@@ -111,7 +135,7 @@ def pods_per_replica(ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(
                 location,
                 f"{instance.label}: pods per replica must be at least 1, got {per_replica}; "
-                "the group would get no pods",
+                "the group would run no pods",
                 per_replica,
                 excess=1 - per_replica,
             )

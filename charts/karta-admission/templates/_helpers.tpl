@@ -134,6 +134,7 @@ annotations:
   "namespaceModeLabel" $v.namespaceModeLabel
   "rules" $v.rules
   "gpu" (dict "resourcePatterns" $v.gpu.resourcePatterns "taintKeys" $v.gpu.taintKeys "nodeLabelKeys" $v.gpu.nodeLabelKeys)
+  "kuberay" (dict "featureGates" $v.kuberay.featureGates)
   "definitions" (dict "directories" $v.definitions.directories)
   "cluster" (dict
     "watchKartas" $v.cluster.watchKartas
