@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,11 +36,18 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file, the key and the reason."""
 
 
+# What a custom convention's templates may refer to (docs/configuration.md).
+CUSTOM_TEMPLATE_FIELDS = frozenset({"group", "size", "namespace", "component", "instance", "task"})
+
+
 @dataclass(frozen=True)
 class GangSettings:
     scheduler: str = "coscheduling"
     custom_labels: Mapping[str, str] = field(default_factory=dict)
     custom_annotations: Mapping[str, str] = field(default_factory=dict)
+    # None: the scheduler's usual name (webhook.gang.schedulers); "": never set spec.schedulerName.
+    scheduler_name: str | None = None
+    schedule_timeout_seconds: int | None = None  # coscheduling PodGroup scheduleTimeoutSeconds
 
 
 @dataclass(frozen=True)
@@ -127,9 +135,16 @@ def parse_config(raw: Any, source: str) -> Config:
         scheduler=gang_raw.get("scheduler", "coscheduling"),
         custom_labels=dict(custom.get("labels") or {}),
         custom_annotations=dict(custom.get("annotations") or {}),
+        scheduler_name=gang_raw.get("schedulerName"),
+        schedule_timeout_seconds=gang_raw.get("scheduleTimeoutSeconds"),
     )
     if gang.scheduler == "custom" and not (gang.custom_labels or gang.custom_annotations):
         raise ConfigError(f"{source}: gang.custom: scheduler 'custom' needs at least one label or annotation")
+    for section, templates in (("labels", gang.custom_labels), ("annotations", gang.custom_annotations)):
+        for key, template in templates.items():
+            problem = _template_problem(template)
+            if problem:
+                raise ConfigError(f"{source}: gang.custom.{section}[{key!r}]: {template!r}: {problem}")
     cluster_raw = raw.get("cluster") or {}
     cluster = ClusterSettings(
         watch_kartas=cluster_raw.get("watchKartas", True),
@@ -149,3 +164,16 @@ def parse_config(raw: Any, source: str) -> Config:
         self_managed_certificates=(raw.get("certificates") or {}).get("selfManaged"),
         source=source,
     )
+
+
+def _template_problem(template: str) -> str | None:
+    """Why a custom gang template cannot be rendered, or None."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"not a valid template: {exc}"
+    unknown = sorted({f for f in fields if f not in CUSTOM_TEMPLATE_FIELDS})
+    if unknown:
+        known = ", ".join("{" + f + "}" for f in sorted(CUSTOM_TEMPLATE_FIELDS))
+        return f"unknown field {', '.join('{' + f + '}' for f in unknown)}; known: {known}"
+    return None

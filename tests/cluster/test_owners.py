@@ -12,10 +12,10 @@ import jsonpatch
 import pytest
 
 from tests.cluster.emulator import (
+    COSCHEDULING_PODGROUPS,
     FAST,
     KARTAS,
     RAYCLUSTERS,
-    RAYJOBS,
     RAYSERVICES,
     EmulatedCluster,
     metric,
@@ -99,7 +99,8 @@ def test_zero_downtime_upgrade_sizes_each_cluster_from_its_own_spec(
             owner=service,
         )
     )
-    wait_until(lambda: len(cache) == 3, message="the service and both clusters in the cache")
+    # The RayService owns no pods (its RayClusters do): only the clusters are kept.
+    wait_until(lambda: len(cache) == 2, message="both clusters in the cache")
     fetches = cluster.requests("fetch", RAYCLUSTERS)
 
     for node_type, group in (("head", "headgroup"), ("worker", "small-group")):
@@ -126,9 +127,10 @@ def test_watch_events_keep_sizes_current(cluster: EmulatedCluster, checker: Chec
     wait_until(lambda: size_of(checker, cache, pod_of(stored)) == "6")
     cluster.delete(stored)
     wait_until(lambda: len(cache) == 0)
-    _, outcome = mutate(checker, cache, pod_of(stored))
-    assert outcome.notes == ["size-unknown"]  # group labels still written, size left out
-    assert outcome.verdict == "patched"
+    patched, outcome = mutate(checker, cache, pod_of(stored))
+    # An owner not known: no keys at all (a key for an unknown gang could name a group never made).
+    assert outcome.gang_reason == "absent" and outcome.verdict == "withheld"
+    assert "scheduling.x-k8s.io/pod-group" not in patched["metadata"]["labels"]
 
 
 def test_a_recreated_cluster_of_the_same_name_is_not_confused(
@@ -216,14 +218,17 @@ def test_readiness_and_kinds_the_cluster_does_not_serve(checker: Checker) -> Non
 
 
 def test_not_ready_until_every_watched_kind_is_listed(cluster: EmulatedCluster, checker: Checker) -> None:
-    cluster.fail_next("list", RAYJOBS, 500, times=1000)
+    # The scheduler's group objects are watched too (whether one of a cluster's name is someone else's).
+    cluster.fail_next("list", COSCHEDULING_PODGROUPS, 500, times=1000)
     owners = OwnerCache(checker, cluster.client(), settings=FAST)
     owners.start()
     try:
         wait_until(lambda: "injected 500" in owners.readiness()[1])
         ready, reason = owners.readiness()
         assert not ready
-        assert reason.startswith("owner cache: RayJob.ray.io: waiting for the first list; last error: list failed: 500")
+        assert reason.startswith(
+            "owner cache: PodGroup.scheduling.x-k8s.io: waiting for the first list; last error: list failed: 500"
+        )
         cluster.clear_faults()
         wait_until(lambda: owners.readiness() == (True, "owner cache synced"))
     finally:

@@ -16,12 +16,14 @@ from .kube import WatchSettings, close_client, load_api_client
 from .owners import DEFAULT_MAX_ENTRIES, OwnerCache
 
 Readiness = Callable[[], tuple[bool, str]]
+Detail = Callable[[], str | None]
 
 
 @dataclass
 class ClusterIntegration:
     owner_index: OwnerIndex
     readiness: list[Readiness] = field(default_factory=list)
+    details: list[Detail] = field(default_factory=list)  # for /readyz, not readiness (e.g. gang CRD missing)
     kartas: KartaWatch | None = None
     owners: OwnerCache | None = None
     api_client: k8s.ApiClient | None = None
@@ -59,6 +61,7 @@ def start_cluster_integration(
         integration.owners = OwnerCache(checker, client, settings=settings, max_entries=max_owner_entries)
         integration.owner_index = integration.owners
         integration.readiness.append(integration.owners.readiness)
+        integration.details.append(integration.owners.detail)
     if settings_.watch_kartas:
         integration.kartas = KartaWatch(checker, client, settings)
         if integration.owners is not None:
