@@ -494,6 +494,11 @@ class EmulatedCluster:
         result: int = self.call(count)
         return result
 
+    def total_requests(self) -> int:
+        """Every request that reached the emulator so far, whatever it was for."""
+        result: int = self.call(lambda: sum(1 for _ in self.emulator))
+        return result
+
     # --- steering ---
 
     def expire_watches(self, kind: Kind) -> None:

@@ -164,6 +164,7 @@ class GroupObjectController:
         self._stopping = threading.Event()
         self._started = False
         self._leading = False
+        self.rounds = 0  # turns of the worker loop (tests wait on it to see that nothing happened)
 
     # --- lifecycle ---
 
@@ -364,6 +365,7 @@ class GroupObjectController:
     def _run(self) -> None:
         next_resync = time.monotonic() + self.resync_seconds
         while not self._stopping.is_set():
+            self.rounds += 1
             leading = self._safe_is_leader()
             now = time.monotonic()
             with self._wakeup:
