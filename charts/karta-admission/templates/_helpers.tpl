@@ -143,6 +143,12 @@ annotations:
     "policyReports" $v.cluster.policyReports)
 -}}
 {{- $gang := dict "scheduler" $v.gang.scheduler -}}
+{{- if not (kindIs "invalid" $v.gang.schedulerName) -}}
+{{- $_ := set $gang "schedulerName" $v.gang.schedulerName -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $v.gang.scheduleTimeoutSeconds) -}}
+{{- $_ := set $gang "scheduleTimeoutSeconds" (int $v.gang.scheduleTimeoutSeconds) -}}
+{{- end -}}
 {{- if eq $v.gang.scheduler "custom" -}}
 {{- $_ := set $gang "custom" (dict "labels" $v.gang.custom.labels "annotations" $v.gang.custom.annotations) -}}
 {{- end -}}
