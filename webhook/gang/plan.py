@@ -330,13 +330,13 @@ def _kueue(gang: Gang, settings: GangSettings, scheduler: Scheduler) -> GangPlan
 
 
 def yunikorn_app_id(namespace: str, key: str) -> str:
-    """An application id unique across namespaces (YuniKorn's ids are cluster-wide) and a valid label
-    value (YuniKorn labels its placeholder pods with it). A namespace never contains a dot."""
-    candidate = f"{namespace}.{key}"
-    if not names.label_value_problems(candidate):
-        return candidate
+    """An application id unique across namespaces (YuniKorn's ids are cluster-wide: context.go:1016,
+    1048) through a digest of the pair, a valid label value (placeholder pods are labelled with it,
+    placeholder.go:117-119) and, cut at 28 characters, still part of a valid pod name
+    (`tg-<appID[:28]>-<taskGroup[:20]>-<nonce>`, gang_utils.go:61-66): lowercase, digits and dashes."""
     digest = hashlib.sha256(f"{namespace}/{key}".encode()).hexdigest()[:10]
-    head = candidate[: names.LABEL_VALUE_MAX - len(digest) - 1].rstrip("-_.")
+    head = f"{namespace}-{key}".lower().replace(".", "-").replace("_", "-")
+    head = head[: names.LABEL_VALUE_MAX - len(digest) - 1].strip("-")
     return f"{head}-{digest}"
 
 
@@ -350,6 +350,14 @@ def task_group(task: Task) -> dict[str, Any]:
 
 def _yunikorn(gang: Gang, settings: GangSettings, scheduler: Scheduler) -> GangPlan:
     """YuniKorn: one application per cluster, task groups with a minimum above 0 on every pod."""
+    bad = [t.name for t in gang.tasks if not names.is_dns1123_label(t.name)]
+    if bad:
+        # Placeholder pods are named after the task group: tg-<app>-<taskGroup[:20]>-<nonce>.
+        return _withheld(
+            scheduler, settings, gang, "invalid-name",
+            f"{', '.join(map(repr, bad))} cannot name YuniKorn placeholder pods (tg-<app>-<task group>-<nonce> "
+            "must be a valid pod name: lowercase letters, digits and dashes)",
+        )  # fmt: skip
     grouped = [t for t in gang.tasks if t.minimum > 0]
     left_out = [t.name for t in gang.tasks if t.minimum == 0]
     task_groups = json.dumps([task_group(t) for t in grouped], separators=(",", ":"), sort_keys=True)
