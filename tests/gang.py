@@ -15,6 +15,7 @@ from webhook.admission import Admission, Outcome, parse_review
 from webhook.checker import Checker, load_definitions
 from webhook.config import Config, parse_config
 from webhook.gang import ClusterGang, GangLookup, GangPlan, GroupObjectStatus, plan_gang
+from webhook.karta.registry import DefinitionSet
 from webhook.kube.defaults import CRDDefaults
 
 CLUSTER = "rayservice-sample-x7k2p"  # the cluster tests.reviews.ray_pod belongs to
@@ -120,14 +121,16 @@ class Gangs:
         return GangLookup(ClusterGang(planned, status))
 
 
-def admission(cfg: Config | None = None, gangs: Any = None) -> Admission:
+def admission(cfg: Config | None = None, gangs: Any = None, definitions: DefinitionSet | None = None) -> Admission:
     cfg = cfg or config()
-    return Admission(Checker(load_definitions(cfg), cfg), gangs)
+    return Admission(Checker(definitions or load_definitions(cfg), cfg), gangs)
 
 
-def mutate(pod: dict[str, Any], cfg: Config | None = None, gangs: Any = None) -> tuple[dict[str, Any], Outcome]:
+def mutate(
+    pod: dict[str, Any], cfg: Config | None = None, gangs: Any = None, definitions: DefinitionSet | None = None
+) -> tuple[dict[str, Any], Outcome]:
     """The pod as admitted (patch applied) and the outcome."""
-    outcome = admission(cfg, gangs).mutate(parse_review(review(pod)))
+    outcome = admission(cfg, gangs, definitions).mutate(parse_review(review(pod)))
     response = outcome.response["response"]
     if "patch" not in response:
         return copy.deepcopy(pod), outcome
