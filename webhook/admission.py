@@ -224,8 +224,8 @@ class Admission:
         if compiled is None:
             return outcome
         claim = compiled.classifier.classify(pod)
-        if claim is None:
-            return outcome
+        if claim is None or (claim.grouping is None and compiled.definition.pod_group is None):
+            return outcome  # not a pod of any gang: no lookup at all
         namespace = review.namespace or str((pod.get("metadata") or {}).get("namespace") or "")
         lookup = self.owners.gang(namespace, owner)
         decision = admit_pod(pod, claim, compiled.definition, lookup, settings=self.config.gang, namespace=namespace)

@@ -148,7 +148,8 @@ def test_configuration_is_accepted_by_the_server(render_set, name: str) -> None:
     values = effective_values(name)
     assert config.mode.value == values["mode"]
     assert config.failure_policy == values["webhook"]["failurePolicy"]["enforce"]
-    assert config.gang.scheduler == values["gang"]["scheduler"]
+    # Without the mutating webhook no pod gets gang keys, so the server plans no gangs either.
+    assert config.gang.scheduler == (values["gang"]["scheduler"] if values["mutation"]["enabled"] else "none")
     assert dict(config.policy.severities) == values["rules"]
     assert config.cluster.audit_interval_seconds == values["cluster"]["auditIntervalSeconds"]
     assert config.cluster.audit_namespaces == tuple(values["cluster"]["auditNamespaces"])
@@ -302,9 +303,10 @@ def test_podgroups_only_for_the_configured_scheduler(render_set, helm: Helm, sch
                           "verbs": [*READ, "create", "update"]}]  # fmt: skip
     else:
         assert rules == []
-    # Without the cluster watches there are no plans, so no PodGroups either.
-    off = helm.render({"gang": {"scheduler": "volcano"}, "cluster": {"ownerCache": False}})
-    assert all(r["resources"] != ["podgroups"] for r in _rules(off, "ClusterRole"))
+    # Without the cluster watches there are no plans, and without mutation no keys: no PodGroups either.
+    for values in ({"cluster": {"ownerCache": False}}, {"mutation": {"enabled": False}}):
+        off = helm.render({"gang": {"scheduler": "volcano"}, **values})
+        assert all(r["resources"] != ["podgroups"] for r in _rules(off, "ClusterRole"))
 
 
 def test_scheduler_name_and_timeout_reach_the_server(helm: Helm) -> None:

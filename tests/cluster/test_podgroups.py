@@ -217,11 +217,11 @@ def test_ours_changed_or_deleted_by_someone_is_put_back(cluster: EmulatedCluster
         group = wait_until(lambda: running.group_objects(COSCHEDULING_PODGROUPS).get("rc"))
         cluster.patch(group, {"spec": {"minMember": 1}, "status": {"phase": "Running"}})
         fixed = wait_until(lambda: (g := running.group_objects(COSCHEDULING_PODGROUPS)["rc"])["spec"]["minMember"]
-                           == 3 and g)  # fmt: skip
+                           == 3 and g, timeout=10)  # fmt: skip
         assert fixed["status"] == {"phase": "Running"}  # what others write is kept
         cluster.delete(fixed)
         wait_until(lambda: (g := running.group_objects(COSCHEDULING_PODGROUPS).get("rc")) and g["metadata"]["uid"]
-                   != fixed["metadata"]["uid"], message="re-created")  # fmt: skip
+                   != fixed["metadata"]["uid"], timeout=10, message="re-created")  # fmt: skip
 
 
 def test_a_field_no_longer_wanted_is_removed(cluster: EmulatedCluster) -> None:
@@ -267,7 +267,7 @@ def test_schedulers_without_group_objects_start_nothing(cluster: EmulatedCluster
         controller = GroupObjectController(Checker(load_definitions(config), config), cluster.client())
         controller.start()
         try:
-            assert controller.readiness() == (True, f"group objects: none needed for {scheduler}")
+            assert controller.readiness() == (True, f"group objects: none needed for {scheduler} (mode enforce)")
         finally:
             controller.stop()
     assert cluster.requests("list", RAYCLUSTERS) == 0

@@ -156,6 +156,7 @@ class OwnerCache:
         self._started = False
         self.group_objects = GroupObjectNames(max_entries * 5)
         self._group_reflector: Reflector | None = None
+        self._served_reported: bool | None = None
 
     # --- lifecycle ---
 
@@ -212,8 +213,10 @@ class OwnerCache:
         served = reflector.served
         if served is None or not reflector.synced:
             return GroupObjectStatus.UNKNOWN
+        if served != self._served_reported:
+            self._served_reported = served
+            metrics.GANG_CRD_SERVED.labels(reflector.label).set(1 if served else 0)
         if not served:
-            metrics.GANG_CRD_SERVED.labels(reflector.label).set(0)
             return GroupObjectStatus.CRD_MISSING
         foreign = self.group_objects.foreign(namespace, name)
         if foreign is None:

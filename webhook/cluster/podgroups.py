@@ -39,6 +39,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from webhook.checker import Checker
+from webhook.config import Mode
 from webhook.gang.plan import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_FIELDS_ANNOTATION, plan_gang, scheduler_of
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.registry import DefinitionSet
@@ -140,12 +141,17 @@ class GroupObjectController:
         is_leader: Callable[[], bool] | None = None,
         resync_seconds: float = 600.0,
         poll_seconds: float = 1.0,
+        namespace_filter: Callable[[str], bool] | None = None,
     ) -> None:
+        """namespace_filter: whether Pod mutation reaches a namespace's pods (the webhook's
+        namespaceSelector: excluded namespaces and those labelled mode=off get no keys, so they
+        should get no group objects either); default: every namespace."""
         self.checker = checker
         self.api_client = api_client
         self.settings = settings or WatchSettings()
         self.scheduler = scheduler_of(checker.config.gang)
         self.is_leader = is_leader or (lambda: True)
+        self.namespace_filter = namespace_filter or (lambda namespace: True)
         self.resync_seconds = resync_seconds
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
@@ -170,8 +176,8 @@ class GroupObjectController:
 
     @property
     def needed(self) -> bool:
-        """Whether the configured scheduler needs group objects at all."""
-        return self.scheduler.needs_group_object
+        """Whether the configured scheduler needs group objects at all (and mutation is not off)."""
+        return self.scheduler.needs_group_object and self.checker.config.mode is not Mode.OFF
 
     def start(self) -> None:
         with self._lock:
@@ -179,7 +185,8 @@ class GroupObjectController:
                 return
             self._started = True
         if not self.needed:
-            logs.event(log, logging.INFO, f"gang scheduler {self.scheduler.name} needs no group objects")
+            logs.event(log, logging.INFO, f"no group objects: gang scheduler {self.scheduler.name}, "
+                       f"mode {self.checker.config.mode}")  # fmt: skip
             return
         assert self.scheduler.group_kind is not None
         self._object_reflector = Reflector(self.api_client, self.scheduler.group_kind, _ObjectConsumer(self),
@@ -209,7 +216,7 @@ class GroupObjectController:
         if not self._started:
             return False, "group objects: not started"
         if not self.needed:
-            return True, f"group objects: none needed for {self.scheduler.name}"
+            return True, f"group objects: none needed for {self.scheduler.name} (mode {self.checker.config.mode})"
         for reflector in [*self._owner_reflectors.values(), self._object_reflector]:
             if reflector is None:
                 continue
@@ -260,7 +267,7 @@ class GroupObjectController:
     def _desired_for(self, kind: GVK, obj: Mapping[str, Any]) -> tuple[ObjectKey, _Desired] | None:
         meta = obj.get("metadata") or {}
         compiled = self.checker.definitions.for_kind(kind)
-        if compiled is None or not meta.get("uid"):
+        if compiled is None or not meta.get("uid") or not self.namespace_filter(str(meta.get("namespace") or "")):
             return None
         try:
             plan = plan_gang(compiled.resolve(obj), self.checker.config.gang)
