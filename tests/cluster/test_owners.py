@@ -53,7 +53,7 @@ def checker() -> Checker:
 
 @pytest.fixture
 def cache(cluster: EmulatedCluster, checker: Checker) -> Iterator[OwnerCache]:
-    owners = OwnerCache(checker, cluster.client(), settings=FAST)
+    owners = OwnerCache(checker, cluster.client(), group_objects_managed=True, settings=FAST)
     owners.start()
     wait_until(lambda: owners.readiness()[0], message="the owner cache's first lists")
     wait_until(lambda: cluster.watchers(RAYCLUSTERS) == 1, message="the RayCluster watch")
@@ -176,7 +176,7 @@ def test_resync_after_410_gone_and_after_a_dropped_connection(
 
 
 def test_entries_are_bounded_and_evictions_counted(cluster: EmulatedCluster, checker: Checker) -> None:
-    owners = OwnerCache(checker, cluster.client(), settings=FAST, max_entries=2)
+    owners = OwnerCache(checker, cluster.client(), group_objects_managed=True, settings=FAST, max_entries=2)
     owners.start()
     try:
         wait_until(lambda: owners.readiness()[0])
@@ -194,7 +194,9 @@ def test_entries_are_bounded_and_evictions_counted(cluster: EmulatedCluster, che
 def test_the_first_list_is_paginated(cluster: EmulatedCluster, checker: Checker) -> None:
     stored = [cluster.create(raycluster(f"rc{i}", worker_group("small-group", i))) for i in range(5)]
     lists = cluster.requests("list", RAYCLUSTERS)
-    owners = OwnerCache(checker, cluster.client(), settings=dataclasses.replace(FAST, page_size=2))
+    owners = OwnerCache(
+        checker, cluster.client(), group_objects_managed=True, settings=dataclasses.replace(FAST, page_size=2)
+    )
     owners.start()
     try:
         wait_until(lambda: owners.readiness()[0])
@@ -206,7 +208,7 @@ def test_the_first_list_is_paginated(cluster: EmulatedCluster, checker: Checker)
 
 def test_readiness_and_kinds_the_cluster_does_not_serve(checker: Checker) -> None:
     with EmulatedCluster([KARTAS]) as no_kuberay:
-        owners = OwnerCache(checker, no_kuberay.client(), settings=FAST)
+        owners = OwnerCache(checker, no_kuberay.client(), group_objects_managed=True, settings=FAST)
         assert owners.readiness() == (False, "owner cache: not started")
         owners.start()
         try:
@@ -220,7 +222,7 @@ def test_readiness_and_kinds_the_cluster_does_not_serve(checker: Checker) -> Non
 def test_not_ready_until_every_watched_kind_is_listed(cluster: EmulatedCluster, checker: Checker) -> None:
     # The scheduler's group objects are watched too (whether one of a cluster's name is someone else's).
     cluster.fail_next("list", COSCHEDULING_PODGROUPS, 500, times=1000)
-    owners = OwnerCache(checker, cluster.client(), settings=FAST)
+    owners = OwnerCache(checker, cluster.client(), group_objects_managed=True, settings=FAST)
     owners.start()
     try:
         wait_until(lambda: "injected 500" in owners.readiness()[1])
@@ -235,8 +237,10 @@ def test_not_ready_until_every_watched_kind_is_listed(cluster: EmulatedCluster, 
         owners.stop()
 
 
-def test_changed_definitions_relist_and_recompute(cluster: EmulatedCluster, checker: Checker) -> None:
-    config = parse_config({}, "test")
+def test_changed_definitions_relist_and_recompute(cluster: EmulatedCluster) -> None:
+    # Kueue needs no group object, so the integration's owner cache writes its size without a controller.
+    config = parse_config({"gang": {"scheduler": "kueue"}}, "test")
+    checker = Checker(load_definitions(config), config)
     integration = start_cluster_integration(checker, config, api_client=cluster.client(), settings=FAST)
     try:
         assert isinstance(integration.owner_index, OwnerCache)
@@ -252,6 +256,20 @@ def test_changed_definitions_relist_and_recompute(cluster: EmulatedCluster, chec
         assert metric(RELISTS, resource="RayCluster.ray.io", reason="definitions") == relists + 1
         # The RayService definition did not change: no relist for it.
         assert metric(RELISTS, resource="RayService.ray.io", reason="definitions") == service_relists
+    finally:
+        integration.stop()
+
+
+def test_integration_without_a_controller_writes_no_podgroup_keys(cluster: EmulatedCluster, checker: Checker) -> None:
+    """No GroupObjectController runs in the server yet: coscheduling keys would name PodGroups nobody makes."""
+    integration = start_cluster_integration(checker, parse_config({}, "test"), api_client=cluster.client(),
+                                            settings=FAST)  # fmt: skip
+    try:
+        wait_until(lambda: all(check()[0] for check in integration.readiness))
+        stored = cluster.create(raycluster("rc", worker_group("small-group", 2)))
+        outcome = wait_until(lambda: (o := mutate(checker, integration.owner_index, pod_of(stored))[1]).gang_reason
+                             == "no-group-objects" and o)  # fmt: skip
+        assert outcome.verdict == "withheld"
     finally:
         integration.stop()
 

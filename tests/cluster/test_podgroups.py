@@ -57,7 +57,7 @@ class Running:
         self.controller = GroupObjectController(
             self.checker, cluster.client(), settings=FAST, is_leader=lambda: self.leader, poll_seconds=0.05
         )
-        self.owners = OwnerCache(self.checker, cluster.client(), settings=FAST)
+        self.owners = OwnerCache(self.checker, cluster.client(), settings=FAST, group_objects_managed=True)
 
     def __enter__(self) -> Running:
         self.controller.start()

@@ -58,7 +58,11 @@ def start_cluster_integration(
     client = api_client if api_client is not None else load_api_client()
     integration = ClusterIntegration(NoOwnerIndex(), api_client=None if api_client is not None else client)
     if settings_.owner_cache:
-        integration.owners = OwnerCache(checker, client, settings=settings, max_entries=max_owner_entries)
+        # No GroupObjectController runs in the server yet: until one is started (and this says True),
+        # pods get no keys that name a PodGroup (docs/gang.md).
+        integration.owners = OwnerCache(
+            checker, client, settings=settings, max_entries=max_owner_entries, group_objects_managed=False
+        )
         integration.owner_index = integration.owners
         integration.readiness.append(integration.owners.readiness)
         integration.details.append(integration.owners.detail)

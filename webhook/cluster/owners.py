@@ -130,12 +130,13 @@ class OwnerCache:
         api_client: k8s.ApiClient,
         *,
         settings: WatchSettings | None = None,
+        group_objects_managed: bool,
         max_entries: int = DEFAULT_MAX_ENTRIES,
-        group_objects_managed: bool = True,
         miss_wait_seconds: float = DEFAULT_MISS_WAIT_SECONDS,
     ) -> None:
-        """group_objects_managed: a controller (webhook.cluster.podgroups) creates the scheduler's group
-        objects somewhere in this installation; without one, keys that name a group object are withheld."""
+        """group_objects_managed: a GroupObjectController (webhook.cluster.podgroups) runs somewhere in
+        this installation and creates the scheduler's group objects. Without one, keys that name a
+        group object are withheld (they would leave pods Pending for a group that never appears)."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.checker = checker
