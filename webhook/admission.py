@@ -6,16 +6,15 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from jsonpointer import escape as escape_pointer
-
-from webhook.config import Config, GangSettings, build_evaluator
+from webhook.config import Config, build_evaluator
 from webhook.evaluation import Evaluator, Mode
-from webhook.gang import GroupInfo, PodGang, convention_for, desired_metadata
+from webhook.gang.pods import admit_pod
+from webhook.gang.settings import GangSettings
+from webhook.gang.state import GangIndex, NoCluster
 from webhook.karta.model import GVK
 from webhook.karta.registry import DefinitionSet
-from webhook.kube import names
 from webhook.kube.meta import controller_of
 from webhook.policy.model import Severity, Violation
 
@@ -120,6 +119,8 @@ class Outcome:
     mode: str
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Pod mutation: why a grouped pod got no gang keys (or some left out); a metric label.
+    gang_reason: str | None = None
 
 
 def _envelope(review: Review, response: dict[str, Any]) -> dict[str, Any]:
@@ -137,32 +138,20 @@ def error_response(review: Review, allowed: bool, message: str) -> dict[str, Any
     return _envelope(review, response)
 
 
-class OwnerIndex(Protocol):
-    """Where Pod mutation finds the gang size: the pod's owner, resolved ahead of time."""
-
-    def group_info(
-        self, namespace: str, owner: Mapping[str, Any], component: str, instance: str | None
-    ) -> GroupInfo | None: ...
-
-
-class NoOwnerIndex:
-    """Without a cluster the size is not known; the group keys are still written."""
-
-    def group_info(
-        self, namespace: str, owner: Mapping[str, Any], component: str, instance: str | None
-    ) -> GroupInfo | None:
-        return None
+# Where Pod mutation finds the gang of a pod's owner (webhook.gang.state); the names the cluster
+# edge has always used.
 
 
 class Admission:
-    def __init__(self, evaluator: Evaluator, gang: GangSettings, owners: OwnerIndex | None = None) -> None:
+    def __init__(self, evaluator: Evaluator, gang: GangSettings, owners: GangIndex | None = None) -> None:
         self.evaluator = evaluator
         self.gang = gang
-        self.owners: OwnerIndex = owners or NoOwnerIndex()
+        # Tested for None, not truth: a cluster cache has a length and is empty when a worker starts.
+        self.owners: GangIndex = owners if owners is not None else NoCluster()
 
     @classmethod
     def for_config(
-        cls, config: Config, definitions: DefinitionSet | None = None, owners: OwnerIndex | None = None
+        cls, config: Config, definitions: DefinitionSet | None = None, owners: GangIndex | None = None
     ) -> Admission:
         """Admission deciding with the configuration's policy, mode and gang settings."""
         return cls(build_evaluator(config, definitions), config.gang, owners)
@@ -240,55 +229,27 @@ class Admission:
         if compiled is None:
             return outcome
         claim = compiled.classifier.classify(pod)
-        if claim is None or claim.grouping is None:
-            return outcome
-        if claim.errors or claim.group_name is None:
-            outcome.notes.extend(claim.errors or ["no group key"])
-            outcome.verdict = "ungrouped"
-            return outcome
+        if claim is None or (claim.grouping is None and compiled.definition.pod_group is None):
+            return outcome  # not a pod of any gang: no lookup at all
         namespace = review.namespace or str((pod.get("metadata") or {}).get("namespace") or "")
-        effective = claim.grouping.effective_component
-        instance = claim.instance_id if effective == claim.component else None
-        info = self.owners.group_info(namespace, owner, effective, instance)
-        if info is None:
-            outcome.notes.append("size-unknown")
-        gang = convention_for(self.gang.scheduler, self.gang.custom_labels, self.gang.custom_annotations)
-        labels, annotations = desired_metadata(
-            gang, PodGang(claim.group_name, claim.component, claim.instance_id, namespace, info)
-        )
-        bad = [k for k, v in labels.items() if names.label_value_problems(v)]
-        for key in bad:
-            outcome.notes.append(f"label {key}={labels.pop(key)!r} is not a valid label value; not written")
-        patch = add_missing_metadata(pod, labels, annotations)
+        lookup = self.owners.gang(namespace, owner)
+        decision = admit_pod(pod, claim, compiled.definition, lookup, settings=self.gang, namespace=namespace)
+        if not decision.grouped:
+            return outcome
+        outcome.notes.extend(decision.notes)
+        if decision.withheld is not None:
+            outcome.gang_reason = decision.withheld.reason
+            outcome.notes.append(f"{decision.withheld.reason}: {decision.withheld.message}")
+        patch = decision.patch(pod)
         if patch:
             encoded = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
             outcome.response = _envelope(review, {"allowed": True, "patchType": "JSONPatch", "patch": encoded})
             outcome.verdict = "patched"
+        elif decision.withheld is not None:
+            outcome.verdict = "withheld"
         else:
             outcome.verdict = "allowed"
         return outcome
-
-
-def add_missing_metadata(
-    obj: Mapping[str, Any], labels: Mapping[str, str], annotations: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    """RFC 6902 operations adding only the keys the object lacks; never replaces what is there."""
-    metadata = obj.get("metadata") or {}
-    ops: list[dict[str, Any]] = []
-    if "metadata" not in obj or not isinstance(obj.get("metadata"), dict):
-        ops.append({"op": "add", "path": "/metadata", "value": {}})
-        metadata = {}
-    for field_name, wanted in (("labels", labels), ("annotations", annotations)):
-        existing = metadata.get(field_name)
-        missing = {k: v for k, v in wanted.items() if not isinstance(existing, dict) or k not in existing}
-        if not missing:
-            continue
-        if not isinstance(existing, dict):
-            ops.append({"op": "add", "path": f"/metadata/{field_name}", "value": dict(sorted(missing.items()))})
-            continue
-        for key, value in sorted(missing.items()):
-            ops.append({"op": "add", "path": f"/metadata/{field_name}/{escape_pointer(key)}", "value": value})
-    return ops
 
 
 def _with_kind(obj: Mapping[str, Any], kind: GVK) -> Mapping[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import yaml
 
 from webhook.evaluation import DefinitionStore, Evaluator, Mode
+from webhook.gang.settings import CUSTOM_TEMPLATE_FIELDS, GangSettings
 from webhook.karta.registry import DefinitionSet
 from webhook.policy.model import (
     DEFAULT_GPU_NODE_LABEL_KEYS,
@@ -30,13 +32,6 @@ NAMESPACE_MODE_LABEL = "karta-admission.io/mode"
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file, the key and the reason."""
-
-
-@dataclass(frozen=True)
-class GangSettings:
-    scheduler: str = "coscheduling"
-    custom_labels: Mapping[str, str] = field(default_factory=dict)
-    custom_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,9 +122,16 @@ def parse_config(raw: Any, source: str) -> Config:
         scheduler=gang_raw.get("scheduler", "coscheduling"),
         custom_labels=dict(custom.get("labels") or {}),
         custom_annotations=dict(custom.get("annotations") or {}),
+        scheduler_name=gang_raw.get("schedulerName"),
+        schedule_timeout_seconds=gang_raw.get("scheduleTimeoutSeconds"),
     )
     if gang.scheduler == "custom" and not (gang.custom_labels or gang.custom_annotations):
         raise ConfigError(f"{source}: gang.custom: scheduler 'custom' needs at least one label or annotation")
+    for section, templates in (("labels", gang.custom_labels), ("annotations", gang.custom_annotations)):
+        for key, template in templates.items():
+            problem = _template_problem(template)
+            if problem:
+                raise ConfigError(f"{source}: gang.custom.{section}[{key!r}]: {template!r}: {problem}")
     cluster_raw = raw.get("cluster") or {}
     cluster = ClusterSettings(
         watch_kartas=cluster_raw.get("watchKartas", True),
@@ -149,6 +151,19 @@ def parse_config(raw: Any, source: str) -> Config:
         self_managed_certificates=(raw.get("certificates") or {}).get("selfManaged"),
         source=source,
     )
+
+
+def _template_problem(template: str) -> str | None:
+    """Why a custom gang template cannot be rendered, or None."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"not a valid template: {exc}"
+    unknown = sorted({f for f in fields if f not in CUSTOM_TEMPLATE_FIELDS})
+    if unknown:
+        known = ", ".join("{" + f + "}" for f in sorted(CUSTOM_TEMPLATE_FIELDS))
+        return f"unknown field {', '.join('{' + f + '}' for f in unknown)}; known: {known}"
+    return None
 
 
 def load_definitions(config: Config) -> DefinitionSet:

@@ -47,6 +47,7 @@ REJECTED: list[tuple[str, dict[str, Any], list[str]]] = [
         ["at '/rules/gpu-on-head': value must be one of 'deny', 'warn', 'off'"],
     ),
     ("unknown-scheduler", {"gang": {"scheduler": "slurm"}}, ["at '/gang/scheduler': value must be one of"]),
+    ("zero-schedule-timeout", {"gang": {"scheduleTimeoutSeconds": 0}}, ["at '/gang/scheduleTimeoutSeconds'"]),
     (
         "custom-scheduler-without-keys",
         {"gang": {"scheduler": "custom"}},

@@ -148,7 +148,8 @@ def test_configuration_is_accepted_by_the_server(render_set, name: str) -> None:
     values = effective_values(name)
     assert config.mode.value == values["mode"]
     assert config.failure_policy == values["webhook"]["failurePolicy"]["enforce"]
-    assert config.gang.scheduler == values["gang"]["scheduler"]
+    # Without the mutating webhook no pod gets gang keys, so the server plans no gangs either.
+    assert config.gang.scheduler == (values["gang"]["scheduler"] if values["mutation"]["enabled"] else "none")
     assert dict(config.policy.severities) == values["rules"]
     assert config.cluster.audit_interval_seconds == values["cluster"]["auditIntervalSeconds"]
     assert config.cluster.audit_namespaces == tuple(values["cluster"]["auditNamespaces"])
@@ -223,6 +224,8 @@ def test_rbac_defaults_exactly(render_set) -> None:
     assert _rules(rendered, "ClusterRole") == [
         {"apiGroups": ["run.ai"], "resources": ["kartas"], "verbs": READ},
         {"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayservices", "rayjobs"], "verbs": READ},
+        # The default gang scheduler is coscheduling: one PodGroup per RayCluster (docs/gang.md).
+        {"apiGroups": ["scheduling.x-k8s.io"], "resources": ["podgroups"], "verbs": [*READ, "create", "update"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
          "resourceNames": ["karta-admission"], "verbs": ["get", "update", "patch"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
@@ -242,6 +245,7 @@ def test_rbac_with_audit_reports_and_extra_kinds_exactly(render_set) -> None:
         {"apiGroups": ["run.ai"], "resources": ["kartas"], "verbs": READ},
         {"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayservices", "rayjobs"], "verbs": READ},
         {"apiGroups": ["example.com"], "resources": ["trainingjobs"], "verbs": READ},
+        {"apiGroups": ["scheduling.x-k8s.io"], "resources": ["podgroups"], "verbs": [*READ, "create", "update"]},
         {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"],
          "verbs": ["list", "create", "patch", "delete"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
@@ -276,12 +280,43 @@ def test_rbac_is_bounded(render_set, name: str) -> None:
             if kind == "ClusterRole":
                 assert "secrets" not in rule["resources"]
                 writes = set(rule["verbs"]) - set(READ)
-                assert not writes or rule.get("resourceNames") or rule["resources"] == ["policyreports"]
+                # Unnamed writes: PolicyReports, and the gang scheduler's PodGroups (create and update only).
+                assert (not writes or rule.get("resourceNames") or rule["resources"] == ["policyreports"]
+                        or (rule["resources"] == ["podgroups"] and writes == {"create", "update"}))  # fmt: skip
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
         binding = rendered.maybe(kind)
         if binding is not None:
             assert binding["subjects"] == [account]
             assert binding["roleRef"]["name"] == rendered.one(role_kind)["metadata"]["name"]
+
+
+GROUP_OBJECT_GROUPS = {"coscheduling": "scheduling.x-k8s.io", "volcano": "scheduling.volcano.sh",
+                       "kai": "scheduling.run.ai"}  # fmt: skip
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_podgroups_only_for_the_configured_scheduler(render_set, helm: Helm, scheduler: str) -> None:
+    """Write access to one scheduler's podgroups, the one configured, and only if it needs group objects."""
+    rules = [r for r in _rules(render_set(f"scheduler-{scheduler}"), "ClusterRole") if r["resources"] == ["podgroups"]]
+    if scheduler in GROUP_OBJECT_GROUPS:
+        assert rules == [{"apiGroups": [GROUP_OBJECT_GROUPS[scheduler]], "resources": ["podgroups"],
+                          "verbs": [*READ, "create", "update"]}]  # fmt: skip
+    else:
+        assert rules == []
+    # Without the cluster watches there are no plans, and without mutation no keys: no PodGroups either.
+    for values in ({"cluster": {"ownerCache": False}}, {"mutation": {"enabled": False}}):
+        off = helm.render({"gang": {"scheduler": "volcano"}, **values})
+        assert all(r["resources"] != ["podgroups"] for r in _rules(off, "ClusterRole"))
+
+
+def test_scheduler_name_and_timeout_reach_the_server(helm: Helm) -> None:
+    default = parse_config(config_of(helm.render()), "chart")
+    assert default.gang.scheduler_name is None and default.gang.schedule_timeout_seconds is None
+    rendered = helm.render({"gang": {"schedulerName": "", "scheduleTimeoutSeconds": 120}})
+    parsed = parse_config(config_of(rendered), "chart")
+    assert parsed.gang.scheduler_name == "" and parsed.gang.schedule_timeout_seconds == 120
+    named = parse_config(config_of(helm.render({"gang": {"schedulerName": "my-coscheduler"}})), "chart")
+    assert named.gang.scheduler_name == "my-coscheduler"
 
 
 def test_policy_reports_need_the_audit_to_be_granted(helm: Helm) -> None:

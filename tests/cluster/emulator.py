@@ -67,7 +67,12 @@ KARTAS = Kind("run.ai", "v1alpha1", "kartas", "Karta", False)
 POLICYREPORTS = Kind("wgpolicyk8s.io", "v1alpha2", "policyreports", "PolicyReport", True)
 LEASES = Kind("coordination.k8s.io", "v1", "leases", "Lease", True)
 RAY = (RAYCLUSTERS, RAYSERVICES, RAYJOBS)
-ALL = (*RAY, KARTAS, POLICYREPORTS, LEASES)
+# The gang schedulers' group objects (tests/data/corpus/schedulers).
+COSCHEDULING_PODGROUPS = Kind("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup", True)
+VOLCANO_PODGROUPS = Kind("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup", True)
+KAI_PODGROUPS = Kind("scheduling.run.ai", "v2alpha2", "podgroups", "PodGroup", True)
+PODGROUPS = (COSCHEDULING_PODGROUPS, VOLCANO_PODGROUPS, KAI_PODGROUPS)
+ALL = (*RAY, KARTAS, POLICYREPORTS, LEASES, *PODGROUPS)
 
 
 def _status(code: int, reason: str, message: str) -> kmock.KubernetesError:
@@ -487,6 +492,11 @@ class EmulatedCluster:
             )
 
         result: int = self.call(count)
+        return result
+
+    def total_requests(self) -> int:
+        """Every request that reached the emulator so far, whatever it was for."""
+        result: int = self.call(lambda: sum(1 for _ in self.emulator))
         return result
 
     # --- steering ---

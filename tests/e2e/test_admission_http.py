@@ -34,7 +34,10 @@ def enforce() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def audit() -> Iterator[RunningServer]:
-    with serving({"mode": "audit", "gang": {"scheduler": "volcano"}}) as server:
+    # A custom convention needs no group object, so it is written even without a cluster.
+    gang = {"scheduler": "custom", "custom": {"labels": {"example.com/gang": "{group}"},
+                                              "annotations": {"example.com/odd~key": "{task}"}}}  # fmt: skip
+    with serving({"mode": "audit", "gang": gang}) as server:
         yield server
 
 
@@ -153,22 +156,23 @@ def apply_patch(pod: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]
     return patched
 
 
-def test_pod_mutation_coscheduling_and_idempotence(enforce: RunningServer) -> None:
+def test_pod_mutation_without_a_cluster_writes_no_coscheduling_label(enforce: RunningServer) -> None:
+    """--no-cluster: nobody creates PodGroups, so a pod-group label would leave the pod Pending."""
     pod = ray_pod(annotations={"keep": "me"}, labels={"app": "ray"})
-    patched = apply_patch(pod, answer(enforce, "/mutate", review(pod)))
-    assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "rayservice-sample-x7k2p"
-    assert patched["metadata"]["labels"]["app"] == "ray" and patched["metadata"]["annotations"]["keep"] == "me"
-    again = answer(enforce, "/mutate", review(patched))
-    assert "patch" not in again and again["allowed"] is True
+    response = answer(enforce, "/mutate", review(pod))
+    assert response == {"uid": response["uid"], "allowed": True}
 
 
-def test_pod_mutation_volcano_with_escaped_keys(audit: RunningServer) -> None:
-    response = answer(audit, "/mutate", review(ray_pod(annotations={})))
+def test_pod_mutation_custom_with_escaped_keys_and_idempotence(audit: RunningServer) -> None:
+    pod = ray_pod(annotations={"keep": "me"}, labels={"app": "ray"})
+    response = answer(audit, "/mutate", review(pod))
     ops = json.loads(base64.b64decode(response["patch"]))
-    assert {"op": "add", "path": "/metadata/annotations/scheduling.k8s.io~1group-name",
-            "value": "ray-rayservice-sample-x7k2p-pg"} in ops  # fmt: skip
-    patched = apply_patch(ray_pod(annotations={}), response)
-    assert patched["metadata"]["annotations"]["volcano.sh/task-spec"] == "small-group"
+    assert {"op": "add", "path": "/metadata/annotations/example.com~1odd~0key", "value": "small-group"} in ops
+    patched = apply_patch(pod, response)
+    assert patched["metadata"]["labels"]["example.com/gang"] == "rayservice-sample-x7k2p"
+    assert patched["metadata"]["labels"]["app"] == "ray" and patched["metadata"]["annotations"]["keep"] == "me"
+    again = answer(audit, "/mutate", review(patched))
+    assert "patch" not in again and again["allowed"] is True
 
 
 def test_pods_not_claimed_are_untouched(enforce: RunningServer) -> None:

@@ -6,18 +6,20 @@ import base64
 import copy
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import jsonpatch
 import pytest
 
+from tests.gang import CLUSTER as CLUSTER_NAME
+from tests.gang import Gangs, config, mutate, raycluster, worker
+from tests.gang import admission as gang_admission
 from tests.reviews import ray_pod, review
 from tests.unit.test_rules import GPU, container, gpu_worker, service
 from webhook.admission import CLIPPED, WARNING_MAX, Admission, ReviewError, _clip, parse_review
 from webhook.config import parse_config
 from webhook.evaluation import Mode
-from webhook.gang import GroupInfo, TaskGroup
+from webhook.gang import GroupObjectStatus
 from webhook.karta.registry import DefinitionSet
 
 QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
@@ -190,126 +192,154 @@ def test_malformed_reviews(body: Any, message: str) -> None:
         parse_review(body)
 
 
-# --- mutation ---
+# --- mutation (the per-scheduler contracts are in test_gang_schedulers.py) ---
+
+CLUSTER = raycluster(worker("small-group", 2))  # the cluster of tests.reviews.ray_pod: head + 2 workers
 
 
-class Owners:
-    """An owner index holding precomputed group info, as the cluster cache does."""
-
-    def __init__(self, infos: Mapping[tuple[str, str, str | None], GroupInfo]) -> None:
-        self.infos = infos
-        self.asked: list[tuple[str, str, str, str | None]] = []
-
-    def group_info(
-        self, namespace: str, owner: Mapping[str, Any], component: str, instance: str | None
-    ) -> GroupInfo | None:
-        self.asked.append((namespace, str(owner["name"]), component, instance))
-        return self.infos.get((str(owner["name"]), component, instance))
-
-
-INFO = GroupInfo(3, (TaskGroup("head", 1, {"cpu": "1"}), TaskGroup("small-group", 2, {"cpu": "2", "memory": "4Gi"})))
-
-
-def mutate(pod: dict[str, Any], config: dict[str, Any] | None = None, owners: Any = None) -> tuple[dict[str, Any], Any]:
-    outcome = admission(config, owners).mutate(parse_review(review(pod)))
-    response = outcome.response["response"]
-    if "patch" not in response:
-        return pod, outcome
-    assert response["patchType"] == "JSONPatch"
-    ops = json.loads(base64.b64decode(response["patch"]))
-    return jsonpatch.apply_patch(pod, ops), outcome
-
-
-def test_coscheduling_label_and_size_from_the_owner() -> None:
-    owners = Owners({("rayservice-sample-x7k2p", "raycluster", None): INFO})
-    patched, outcome = mutate(ray_pod(), owners=owners)
-    assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "rayservice-sample-x7k2p"
+def test_coscheduling_keys_scheduler_name_and_size_from_the_owner() -> None:
+    gangs = Gangs(config(), CLUSTER)
+    patched, outcome = mutate(ray_pod(), config(), gangs)
+    assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == CLUSTER_NAME
     assert patched["metadata"]["annotations"] == {
-        "karta-admission.io/pod-group": "rayservice-sample-x7k2p",
+        "karta-admission.io/pod-group": CLUSTER_NAME,
         "karta-admission.io/pod-group-size": "3",
     }
-    assert owners.asked == [("default", "rayservice-sample-x7k2p", "raycluster", None)]
-    assert outcome.verdict == "patched" and outcome.notes == []
+    assert patched["spec"]["schedulerName"] == "scheduler-plugins-scheduler"  # was default-scheduler
+    assert gangs.asked == [("default", CLUSTER_NAME)]
+    assert outcome.verdict == "patched" and outcome.notes == [] and outcome.gang_reason is None
 
 
-def test_unknown_size_still_writes_the_group() -> None:
-    patched, outcome = mutate(ray_pod())
-    assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "rayservice-sample-x7k2p"
-    assert "karta-admission.io/pod-group-size" not in patched["metadata"]["annotations"]
-    assert outcome.notes == ["size-unknown"]
+def test_without_a_cluster_no_key_that_needs_a_group_object() -> None:
+    """`serve --no-cluster`: nobody creates PodGroups, so a pod-group label would hang the pod."""
+    pod = ray_pod(annotations={"karta-admission.io/pod-group": "forged"})
+    patched, outcome = mutate(pod, config())
+    assert "scheduling.x-k8s.io/pod-group" not in patched["metadata"]["labels"]
+    assert patched["spec"]["schedulerName"] == "default-scheduler"
+    # Our own annotation states a grouping this product made: a pre-set one goes.
+    assert patched["metadata"]["annotations"] == {}
+    assert outcome.verdict == "patched" and outcome.gang_reason == "no-cluster"
+    assert any(n.startswith("no-cluster: no cluster access") for n in outcome.notes)
+    clean, outcome = mutate(ray_pod(), config())
+    assert clean == ray_pod() and outcome.verdict == "withheld"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (GroupObjectStatus.CRD_MISSING, "crd-missing"),
+        (GroupObjectStatus.FOREIGN, "foreign-group-object"),
+        (GroupObjectStatus.UNMANAGED, "no-group-objects"),
+        (GroupObjectStatus.UNKNOWN, "group-objects-unknown"),
+    ],
+)
+def test_no_keys_and_no_scheduler_name_unless_the_group_object_is_expected(
+    status: GroupObjectStatus, reason: str
+) -> None:
+    patched, outcome = mutate(ray_pod(), config(), Gangs(config(), CLUSTER, status=status))
+    assert patched == ray_pod()
+    assert outcome.verdict == "withheld" and outcome.gang_reason == reason
 
 
 def test_second_pass_yields_no_patch() -> None:
-    owners = Owners({("rayservice-sample-x7k2p", "raycluster", None): INFO})
     for scheduler in ("coscheduling", "volcano", "kueue", "kai", "yunikorn"):
-        config = {"gang": {"scheduler": scheduler}}
-        once, _ = mutate(ray_pod(), config, owners)
-        twice, outcome = mutate(once, config, owners)
+        cfg = config(scheduler)
+        gangs = Gangs(cfg, CLUSTER)
+        once, first = mutate(ray_pod(), cfg, gangs)
+        assert first.verdict == "patched", scheduler
+        twice, outcome = mutate(once, cfg, gangs)
         assert twice == once and outcome.verdict == "allowed", scheduler
 
 
-def test_existing_keys_are_never_replaced() -> None:
+def test_keys_someone_else_set_mean_nothing_is_added() -> None:
     pod = ray_pod(labels={"scheduling.x-k8s.io/pod-group": "mine"}, annotations={"keep": "me"})
-    patched, _ = mutate(pod)
-    assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "mine"
-    assert patched["metadata"]["annotations"]["keep"] == "me"
+    patched, outcome = mutate(pod, config(), Gangs(config(), CLUSTER))
+    assert patched == pod
+    assert outcome.gang_reason == "pod-has-keys"
+    assert "scheduling.x-k8s.io/pod-group='mine'" in outcome.notes[-1]
+
+
+def test_a_pod_on_another_scheduler_is_left_alone() -> None:
+    pod = ray_pod()
+    pod["spec"]["schedulerName"] = "yunikorn"
+    patched, outcome = mutate(pod, config(), Gangs(config(), CLUSTER))
+    assert patched == pod and outcome.gang_reason == "other-scheduler"
+
+
+def test_scheduler_name_is_set_only_over_empty_or_default() -> None:
+    gangs = Gangs(config(), CLUSTER)
+    for before, after in (("", "scheduler-plugins-scheduler"), (None, "scheduler-plugins-scheduler"),
+                          ("scheduler-plugins-scheduler", "scheduler-plugins-scheduler")):  # fmt: skip
+        pod = ray_pod()
+        if before is None:
+            del pod["spec"]["schedulerName"]
+        else:
+            pod["spec"]["schedulerName"] = before
+        patched, _ = mutate(pod, config(), gangs)
+        assert patched["spec"]["schedulerName"] == after
+        assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == CLUSTER_NAME
+    # "" configured: keys only, the schedulerName is the user's business.
+    unset = config(schedulerName="")
+    patched, _ = mutate(ray_pod(), unset, Gangs(unset, CLUSTER))
+    assert patched["spec"]["schedulerName"] == "default-scheduler"
+    assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == CLUSTER_NAME
+    # Another name configured.
+    other = config(schedulerName="gang-scheduler")
+    patched, _ = mutate(ray_pod(), other, Gangs(other, CLUSTER))
+    assert patched["spec"]["schedulerName"] == "gang-scheduler"
+
+
+def test_forged_informational_annotations_are_replaced_when_grouping() -> None:
+    pod = ray_pod(annotations={"karta-admission.io/pod-group": "victim", "karta-admission.io/pod-group-size": "1"})
+    patched, _ = mutate(pod, config(), Gangs(config(), CLUSTER))
+    assert patched["metadata"]["annotations"] == {
+        "karta-admission.io/pod-group": CLUSTER_NAME,
+        "karta-admission.io/pod-group-size": "3",
+    }
+
+
+def test_a_recreated_owner_and_an_unknown_one_give_no_keys() -> None:
+    gangs = Gangs(config(), raycluster(worker("small-group", 2), uid="another-uid"))
+    patched, outcome = mutate(ray_pod(), config(), gangs)
+    assert patched == ray_pod() and outcome.gang_reason == "uid"
+    patched, outcome = mutate(ray_pod(cluster="elsewhere"), config(), gangs)
+    assert outcome.gang_reason == "absent"
+
+
+def test_custom_keys_without_a_cluster_leave_out_only_what_needs_the_size() -> None:
+    custom = {"labels": {"example.com/group": "{group}"},
+              "annotations": {"example.com/size": "{size}", "example.com/task": "{task}"}}  # fmt: skip
+    cfg = config("custom", custom=custom)
+    patched, outcome = mutate(ray_pod("head"), cfg)
+    assert patched["metadata"]["labels"]["example.com/group"] == CLUSTER_NAME
+    assert patched["metadata"]["annotations"] == {
+        "example.com/task": "headgroup",
+        "karta-admission.io/pod-group": CLUSTER_NAME,
+    }
+    assert outcome.gang_reason == "size-unknown" and outcome.verdict == "patched"
+    patched, outcome = mutate(ray_pod("head"), cfg, Gangs(cfg, CLUSTER))
+    assert patched["metadata"]["annotations"]["example.com/size"] == "3" and outcome.gang_reason is None
 
 
 def test_keys_with_slashes_and_tildes_are_escaped() -> None:
-    config = {"gang": {"scheduler": "custom", "custom": {"annotations": {"example.com/odd~key": "{group}"}}}}
+    cfg = config("custom", custom={"annotations": {"example.com/odd~key": "{group}"}})
     pod = ray_pod(annotations={"x": "y"})
-    outcome = admission(config).mutate(parse_review(review(pod)))
+    outcome = gang_admission(cfg, Gangs(cfg, CLUSTER)).mutate(parse_review(review(pod)))
     ops = json.loads(base64.b64decode(outcome.response["response"]["patch"]))
-    assert {
-        "op": "add",
-        "path": "/metadata/annotations/example.com~1odd~0key",
-        "value": "rayservice-sample-x7k2p",
-    } in ops
-    assert (
-        jsonpatch.apply_patch(pod, ops)["metadata"]["annotations"]["example.com/odd~key"] == "rayservice-sample-x7k2p"
-    )
+    assert {"op": "add", "path": "/metadata/annotations/example.com~1odd~0key", "value": CLUSTER_NAME} in ops
+    assert jsonpatch.apply_patch(pod, ops)["metadata"]["annotations"]["example.com/odd~key"] == CLUSTER_NAME
 
 
 def test_missing_annotations_map_is_added_whole() -> None:
     pod = ray_pod()
     assert "annotations" not in pod["metadata"]
-    outcome = admission().mutate(parse_review(review(pod)))
+    outcome = gang_admission(config(), Gangs(config(), CLUSTER)).mutate(parse_review(review(pod)))
     ops = json.loads(base64.b64decode(outcome.response["response"]["patch"]))
     assert {
         "op": "add",
         "path": "/metadata/annotations",
-        "value": {"karta-admission.io/pod-group": "rayservice-sample-x7k2p"},
+        "value": {"karta-admission.io/pod-group": CLUSTER_NAME, "karta-admission.io/pod-group-size": "3"},
     } in ops
-
-
-@pytest.mark.parametrize(
-    ("scheduler", "labels", "annotations"),
-    [
-        ("volcano", {},
-         {"scheduling.k8s.io/group-name": "ray-rayservice-sample-x7k2p-pg", "volcano.sh/task-spec": "small-group"}),
-        ("kueue", {"kueue.x-k8s.io/pod-group-name": "rayservice-sample-x7k2p"},
-         {"kueue.x-k8s.io/pod-group-total-count": "3"}),
-        ("kai", {"kai.scheduler/subgroup-name": "small-group"}, {"pod-group-name": "rayservice-sample-x7k2p"}),
-        ("yunikorn", {"yunikorn.apache.org/app-id": "rayservice-sample-x7k2p"},
-         {"yunikorn.apache.org/task-group-name": "small-group",
-          "yunikorn.apache.org/task-groups": json.dumps(
-              [{"name": "head", "minMember": 1, "minResource": {"cpu": "1"}},
-               {"name": "small-group", "minMember": 2, "minResource": {"cpu": "2", "memory": "4Gi"}}],
-              separators=(",", ":"))}),
-    ],
-)  # fmt: skip
-def test_scheduler_conventions(scheduler: str, labels: dict[str, str], annotations: dict[str, str]) -> None:
-    owners = Owners({("rayservice-sample-x7k2p", "raycluster", None): INFO})
-    patched, _ = mutate(ray_pod(), {"gang": {"scheduler": scheduler}}, owners)
-    for key, value in labels.items():
-        assert patched["metadata"]["labels"][key] == value
-    for key, value in annotations.items():
-        assert patched["metadata"]["annotations"][key] == value
-
-
-def test_head_pod_task_is_its_component() -> None:
-    patched, _ = mutate(ray_pod("head"), {"gang": {"scheduler": "volcano"}})
-    assert patched["metadata"]["annotations"]["volcano.sh/task-spec"] == "head"
 
 
 @pytest.mark.parametrize(
@@ -321,27 +351,43 @@ def test_head_pod_task_is_its_component() -> None:
     ],
 )
 def test_pods_not_claimed_are_left_alone(pod: dict[str, Any]) -> None:
-    outcome = admission().mutate(parse_review(review(pod)))
+    outcome = gang_admission(config(), Gangs(config(), CLUSTER)).mutate(parse_review(review(pod)))
     assert outcome.response["response"] == {"uid": outcome.response["response"]["uid"], "allowed": True}
+    assert outcome.verdict == "skipped"
 
 
-def test_pod_without_cluster_label_is_allowed_unpatched() -> None:
+def test_pod_without_cluster_label_gets_no_keys() -> None:
     pod = ray_pod()
     del pod["metadata"]["labels"]["ray.io/cluster"]
-    outcome = admission().mutate(parse_review(review(pod)))
-    assert "patch" not in outcome.response["response"]
-    assert outcome.verdict == "ungrouped"
+    patched, outcome = mutate(pod, config(), Gangs(config(), CLUSTER))
+    assert patched == pod
+    assert outcome.verdict == "withheld" and outcome.gang_reason == "group-key"
+
+
+def test_a_group_key_other_than_the_owners_name_gets_no_keys() -> None:
+    pod = ray_pod()
+    pod["metadata"]["labels"]["ray.io/cluster"] = "not-the-owner"
+    patched, outcome = mutate(pod, config(), Gangs(config(), CLUSTER))
+    assert patched == pod and outcome.gang_reason == "group-key-mismatch"
+
+
+def test_a_worker_group_the_owner_does_not_have_gets_no_keys() -> None:
+    _, outcome = mutate(ray_pod("worker", "gpu"), config(), Gangs(config(), CLUSTER))
+    assert outcome.gang_reason == "unknown-task" and "gpu" in outcome.notes[-1]
 
 
 def test_mutation_off() -> None:
-    for config in ({"gang": {"scheduler": "none"}}, {"mode": "off"}):
-        outcome = admission(config).mutate(parse_review(review(ray_pod())))
+    for cfg in (parse_config({"gang": {"scheduler": "none"}}, "t"), parse_config({"mode": "off"}, "t")):
+        outcome = gang_admission(cfg, Gangs(cfg, CLUSTER)).mutate(parse_review(review(ray_pod())))
         assert "patch" not in outcome.response["response"]
 
 
 def test_only_pod_create_is_mutated() -> None:
     body = review(ray_pod(), operation="UPDATE", old=ray_pod())
-    assert "patch" not in admission().mutate(parse_review(body)).response["response"]
+    assert (
+        "patch"
+        not in gang_admission(config(), Gangs(config(), CLUSTER)).mutate(parse_review(body)).response["response"]
+    )
 
 
 def test_documented_example_reviews() -> None:
@@ -354,7 +400,8 @@ def test_documented_example_reviews() -> None:
     assert "nvidia.com/gpu limits must be a whole number of GPUs" in response["status"]["message"]
     pod = json.loads((examples / "review-ray-worker-pod.json").read_text())
     outcome = admission().mutate(parse_review(pod))
-    assert outcome.verdict == "patched"
+    # `make run` has no cluster: no gang keys, and the answer says why.
+    assert outcome.verdict == "withheld" and outcome.gang_reason == "no-cluster"
 
 
 @pytest.mark.parametrize("count", [1, 15, 16, 17, 18, 40])

@@ -6,8 +6,9 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
-from tests.reviews import review
+from tests.reviews import ray_pod, review
 from tests.unit.test_rules import service
 from webhook.admission import Admission, Review
 from webhook.config import build_evaluator, parse_config
@@ -76,6 +77,28 @@ def test_readiness_reports_the_first_failing_check() -> None:
     assert answer.get_json() == {"status": "not ready", "reason": "waiting for the first list of rayclusters"}
     assert client().get("/readyz").status_code == 200
     assert client().get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_readiness_details_do_not_make_the_server_unready() -> None:
+    """E.g. the gang scheduler's CRD is not installed: the webhook serves, /readyz says why no keys."""
+    config = parse_config({}, "t")
+    missing = "gang: the cluster does not serve scheduling.x-k8s.io/v1alpha1 PodGroup"
+    admission = Admission.for_config(config, DefinitionSet.builtin())
+    state = ServerState(config, admission, [lambda: (True, "ok")], [lambda: None, lambda: missing])
+    answer = create_app(state).test_client().get("/readyz")
+    assert answer.status_code == 200
+    assert answer.get_json() == {
+        "status": "ready", "reason": "ready",
+        "details": ["gang: the cluster does not serve scheduling.x-k8s.io/v1alpha1 PodGroup"],
+    }  # fmt: skip
+
+
+def test_pods_without_gang_keys_are_counted_by_reason() -> None:
+    before = REGISTRY.get_sample_value("karta_admission_gang_pods_without_keys_total", {"reason": "no-cluster"}) or 0
+    answer = client().post("/mutate", data=orjson.dumps(review(ray_pod())), content_type="application/json")
+    assert answer.get_json()["response"]["allowed"] is True
+    after = REGISTRY.get_sample_value("karta_admission_gang_pods_without_keys_total", {"reason": "no-cluster"})
+    assert after == before + 1
 
 
 def test_wrong_method_and_unknown_path() -> None:

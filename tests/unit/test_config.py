@@ -39,6 +39,16 @@ def test_unquoted_off_is_off(tmp_path: Path) -> None:
         ),
         ({"surprise": 1}, "Additional properties are not allowed ('surprise' was unexpected)"),
         ({"cluster": {"auditIntervalSeconds": -1}}, "cluster.auditIntervalSeconds: -1 is less than the minimum of 0"),
+        ({"gang": {"scheduleTimeoutSeconds": 0}}, "gang.scheduleTimeoutSeconds: 0 is less than the minimum of 1"),
+        ({"gang": {"schedulerName": 7}}, "gang.schedulerName: 7 is not of type 'string', 'null'"),
+        (
+            {"gang": {"scheduler": "custom", "custom": {"labels": {"x/g": "{cluster}"}}}},
+            "gang.custom.labels['x/g']: '{cluster}': unknown field {cluster}; known: {component}, {group}",
+        ),
+        (
+            {"gang": {"scheduler": "custom", "custom": {"annotations": {"x/g": "{group"}}}},
+            "gang.custom.annotations['x/g']: '{group': not a valid template",
+        ),
     ],
 )
 def test_refusals_name_the_key(raw: dict[str, object], message: str) -> None:
@@ -69,3 +79,10 @@ def test_gpu_settings() -> None:
     assert config.policy.gpu.is_gpu("gpu.intel.com/i915")
     assert not config.policy.gpu.is_gpu("nvidia.com/gpu")
     assert config.policy.gpu.taint_keys == ()
+
+
+def test_gang_scheduler_name_and_timeout() -> None:
+    assert parse_config({}, "c").gang.scheduler_name is None  # the scheduler's usual name
+    gang = parse_config({"gang": {"schedulerName": "", "scheduleTimeoutSeconds": 300}}, "c").gang
+    assert gang.scheduler_name == "" and gang.schedule_timeout_seconds == 300
+    assert parse_config({"gang": {"schedulerName": None}}, "c").gang.scheduler_name is None

@@ -9,7 +9,7 @@ import pytest
 
 from tests.corpus import EXPECTED_RAY_OBJECTS, ray_object_params, ray_objects
 from webhook.config import build_evaluator, parse_config
-from webhook.gang import group_infos
+from webhook.gang import GangError, gang_of
 from webhook.karta.registry import DefinitionSet
 from webhook.kube.defaults import CRDDefaults
 from webhook.policy.model import KUBERAY_FEATURE_GATES, Severity
@@ -36,6 +36,36 @@ def kuberay_pods(group: dict[str, Any], field: str) -> int:
         value = group.get("minReplicas", 0)
     assert isinstance(value, int)
     return min(value * hosts, INT32_MAX)
+
+
+def kuberay_desired_pods(group: dict[str, Any]) -> int:
+    """KubeRay's GetWorkerGroupDesiredReplicas × numOfHosts (reference/kuberay.md §3), from the raw group."""
+    if group.get("suspend") is True:
+        return 0
+    low = group.get("minReplicas", 0)
+    high = group.get("maxReplicas", INT32_MAX)
+    replicas = group.get("replicas")
+    if replicas is None or replicas < low:
+        replicas = low
+    elif replicas > high:
+        replicas = high
+    return int(min(replicas * group.get("numOfHosts", 1), INT32_MAX))
+
+
+def assert_gang_like_kuberay(workload: Any, groups: list[dict[str, Any]], *, autoscaling: bool) -> None:
+    gang = gang_of(workload)
+    assert [t.name for t in gang.tasks] == ["headgroup", *(g["groupName"] for g in groups)]
+    head, *workers = gang.tasks
+    assert (head.pods, head.minimum) == (1, 1)
+    for group, task in zip(groups, workers, strict=True):
+        assert task.pods == kuberay_desired_pods(group)
+        if autoscaling:
+            # KubeRay's status.minWorkerReplicas counts minReplicas × numOfHosts of non-suspended groups.
+            expected = 0 if group.get("suspend") else group.get("minReplicas", 0) * group.get("numOfHosts", 1)
+            assert task.minimum == min(expected, task.pods)
+        else:
+            assert task.minimum == task.pods
+    assert gang.pods == 1 + sum(kuberay_desired_pods(g) for g in groups)
 
 
 def test_corpus_holds_every_ray_object() -> None:
@@ -65,8 +95,11 @@ def test_sample_resolves_like_kuberay_and_is_not_denied(path: str, raw: dict[str
     expected_gang = 1 + sum(kuberay_pods(g, "minReplicas") or kuberay_pods(g, "replicas") for g in groups)
     member = "raycluster"
     assert workload.subtree_scale(member) == expected_gang
-    infos = group_infos(workload)
-    assert infos[(member, None)].size == workload.subtree_scale(member)
+    if obj["kind"] == "RayCluster":
+        assert_gang_like_kuberay(workload, groups, autoscaling=obj["spec"].get("enableInTreeAutoscaling") is True)
+    else:
+        with pytest.raises(GangError, match="does not own its pods directly"):
+            gang_of(workload)  # a RayService's or RayJob's pods belong to the RayCluster it creates
 
     verdict = CHECKER.verdict(obj)
     assert verdict is not None and verdict.allowed

@@ -40,6 +40,7 @@ def build_app(options: ServeOptions) -> Flask:
     metrics.DEFINITIONS_LOADED.set(len(evaluator.definitions))
     owners = None
     readiness = []
+    details = []
     if options.use_cluster:
         from webhook.cluster.integration import start_cluster_integration
         from webhook.cluster.kube import ClusterUnavailable
@@ -51,8 +52,9 @@ def build_app(options: ServeOptions) -> Flask:
         else:
             owners = integration.owner_index
             readiness.extend(integration.readiness)
+            details.extend(integration.details)
             atexit.register(integration.stop)
-    state = ServerState(config, Admission(evaluator, config.gang, owners), readiness)
+    state = ServerState(config, Admission(evaluator, config.gang, owners), readiness, details)
     app = create_app(state)
     # Everything built so far lives as long as the worker: keep the collector from rescanning it.
     gc.freeze()

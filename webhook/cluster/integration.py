@@ -7,21 +7,23 @@ from dataclasses import dataclass, field
 
 from kubernetes import client as k8s
 
-from webhook.admission import NoOwnerIndex, OwnerIndex
 from webhook.config import Config
 from webhook.evaluation import Evaluator
+from webhook.gang.state import GangIndex, NoCluster
 
 from .kartas import KartaWatch
 from .kube import WatchSettings, close_client, load_api_client
 from .owners import DEFAULT_MAX_ENTRIES, OwnerCache
 
 Readiness = Callable[[], tuple[bool, str]]
+Detail = Callable[[], str | None]
 
 
 @dataclass
 class ClusterIntegration:
-    owner_index: OwnerIndex
+    owner_index: GangIndex
     readiness: list[Readiness] = field(default_factory=list)
+    details: list[Detail] = field(default_factory=list)  # for /readyz, not readiness (e.g. gang CRD missing)
     kartas: KartaWatch | None = None
     owners: OwnerCache | None = None
     api_client: k8s.ApiClient | None = None
@@ -52,13 +54,23 @@ def start_cluster_integration(
     """
     settings_ = config.cluster
     if not (settings_.watch_kartas or settings_.owner_cache):
-        return ClusterIntegration(NoOwnerIndex())
+        return ClusterIntegration(NoCluster())
     client = api_client if api_client is not None else load_api_client()
-    integration = ClusterIntegration(NoOwnerIndex(), api_client=None if api_client is not None else client)
+    integration = ClusterIntegration(NoCluster(), api_client=None if api_client is not None else client)
     if settings_.owner_cache:
-        integration.owners = OwnerCache(evaluator.store, client, settings=settings, max_entries=max_owner_entries)
+        # No GroupObjectController runs in the server yet: until one is started (and this says True),
+        # pods get no keys that name a PodGroup (docs/gang.md).
+        integration.owners = OwnerCache(
+            evaluator.store,
+            client,
+            config.gang,
+            settings=settings,
+            max_entries=max_owner_entries,
+            group_objects_managed=False,
+        )
         integration.owner_index = integration.owners
         integration.readiness.append(integration.owners.readiness)
+        integration.details.append(integration.owners.detail)
     if settings_.watch_kartas:
         integration.kartas = KartaWatch(evaluator.store, client, settings)
         if integration.owners is not None:

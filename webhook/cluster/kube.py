@@ -288,6 +288,7 @@ class Reflector:
         self.settings = settings or WatchSettings()
         self.label = resource_label(kind)
         self._resource: Resource | None = None
+        self._served: bool | None = None  # None until the first discovery
         self._missing_logged = False
         self._synced = threading.Event()
         self._stopping = threading.Event()
@@ -327,6 +328,16 @@ class Reflector:
 
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)
+
+    @property
+    def served(self) -> bool | None:
+        """Whether the API server serves the resource (its CRD is installed); None before the first list."""
+        return self._served
+
+    @property
+    def resource(self) -> Resource | None:
+        """The served resource as discovered (its plural), for writes alongside the watch."""
+        return self._resource
 
     def status(self) -> tuple[bool, str]:
         if self._synced.is_set():
@@ -410,6 +421,7 @@ class Reflector:
                 if exc.status != 404:
                     raise
                 self._resource = None  # the CRD went away between discovery and list
+        self._served = self._resource is not None
         if self._resource is None:
             if not self._missing_logged:
                 logs.event(

@@ -1,26 +1,32 @@
-"""A watch-backed cache of the objects that own Ray pods, for gang sizes at Pod admission.
+"""A watch-backed cache of the objects that own Ray pods, for the gang of each pod at admission.
 
-Every root kind with a definition that has pod groups is watched (RayCluster, RayService, RayJob
-with the built-in ones). Per object only its uid, resourceVersion and precomputed group infos
-(`webhook.gang.group_infos`) are kept, under an explicit bound. Pod mutation then asks
-`group_info(namespace, owner_ref, component, instance)` without an API call: the answer comes from
-the pod's own owner, checked by uid, so each RayCluster of a zero-downtime upgrade has its own size
-and a re-created cluster of the same name is not confused with the old one.
+Every root kind whose definition has gang instructions and owns its pods directly is watched
+(RayCluster with the built-in definitions; a RayService's pods belong to its RayCluster). Per object
+only its uid, resourceVersion and its gang plan (`webhook.gang.plan_gang`, under the configured
+scheduler) are kept, under an explicit bound. When the scheduler needs a group object, the group
+objects of its kind are watched too, keeping only the names of those this product did not create.
+Pod mutation then asks `gang(namespace, owner_ref)` without an API call: the answer comes from the
+pod's own owner, checked by uid, so each RayCluster of a zero-downtime upgrade has its own gang and a
+re-created cluster of the same name is not confused with the old one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 
 from webhook.evaluation import DefinitionStore
-from webhook.gang import GroupInfo, group_infos
+from webhook.gang.plan import MANAGED_BY, MANAGED_BY_LABEL, GangPlan, Withheld, plan_gang, scheduler_of
+from webhook.gang.settings import GangSettings
+from webhook.gang.sizes import has_gang_instructions, owns_pods
+from webhook.gang.state import ClusterGang, GangLookup, GroupObjectStatus
 from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
@@ -30,8 +36,10 @@ from .kube import Reflector, WatchSettings
 log = logs.get("cluster.owners")
 
 DEFAULT_MAX_ENTRIES = 10_000
+# A pod whose owner was created a moment ago may be admitted before the watch delivered the owner:
+# one request thread at a time waits this long for it (a bound, so that made-up owners cost little).
+DEFAULT_MISS_WAIT_SECONDS = 0.25
 
-GroupKey = tuple[str, str | None]  # (component, instance id)
 EntryKey = tuple[GVK, str, str]  # (kind, namespace, name)
 
 
@@ -39,17 +47,67 @@ EntryKey = tuple[GVK, str, str]  # (kind, namespace, name)
 class _Entry:
     uid: str
     resource_version: str
-    definition: KartaDefinition  # the definition the infos were computed with
-    infos: Mapping[GroupKey, GroupInfo] | None  # None: the object could not be resolved
+    definition: KartaDefinition  # the definition the plan was computed with
+    plan: GangPlan
 
 
 def watched_kinds(definitions: DefinitionSet) -> dict[GVK, KartaDefinition]:
-    """Root kinds that can own grouped pods: definitions with pod groups, Pods themselves excepted."""
+    """Root kinds whose objects own grouped pods: gang instructions, pod components directly under the root."""
     return {
         c.definition.root_kind: c.definition
         for c in definitions
-        if c.definition.pod_groups and not (c.definition.root_kind.group == "" and c.definition.root_kind.kind == "Pod")
+        if has_gang_instructions(c.definition)
+        and owns_pods(c.definition)
+        and not (c.definition.root_kind.group == "" and c.definition.root_kind.kind == "Pod")
     }
+
+
+class GroupObjectNames:
+    """WatchConsumer over the scheduler's group objects: the names of those this product did not create.
+
+    Only foreign objects matter at admission (ours is expected either way). Past `max_entries` the
+    index gives up (every lookup says unknown, so no keys) rather than forget a foreign object.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._foreign: set[tuple[str, str]] = set()
+        self._overflow = False
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+    @staticmethod
+    def is_ours(obj: Mapping[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return isinstance(labels, dict) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+
+    def replace(self, items: Iterator[dict[str, Any]]) -> None:
+        foreign = {self._key(o) for o in items if not self.is_ours(o)}
+        with self._lock:
+            self._foreign = foreign
+            self._overflow = len(foreign) > self.max_entries
+            if self._overflow:
+                log.warning("more than %d group objects not created by karta-admission: no gang keys", self.max_entries)
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        key = self._key(obj)
+        with self._lock:
+            if event_type == "DELETED" or self.is_ours(obj):
+                self._foreign.discard(key)
+            else:
+                self._foreign.add(key)
+            self._overflow = len(self._foreign) > self.max_entries
+
+    def foreign(self, namespace: str, name: str) -> bool | None:
+        """True: a foreign object of that name; None: not known (index over its bound)."""
+        with self._lock:
+            if self._overflow:
+                return None
+            return (namespace, name) in self._foreign
 
 
 class _KindConsumer:
@@ -71,22 +129,38 @@ class OwnerCache:
         self,
         store: DefinitionStore,
         api_client: k8s.ApiClient,
+        gang: GangSettings,
         *,
         settings: WatchSettings | None = None,
+        group_objects_managed: bool,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        miss_wait_seconds: float = DEFAULT_MISS_WAIT_SECONDS,
     ) -> None:
+        """group_objects_managed: a GroupObjectController (webhook.cluster.podgroups) runs somewhere in
+        this installation and creates the scheduler's group objects. Without one, keys that name a
+        group object are withheld (they would leave pods Pending for a group that never appears)."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.store = store
         self.api_client = api_client
         self.settings = settings or WatchSettings()
         self.max_entries = max_entries
+        self.group_objects_managed = group_objects_managed
+        self.miss_wait_seconds = miss_wait_seconds
+        self.gang_settings = gang
+        self.scheduler = scheduler_of(gang)
         self._entries: OrderedDict[EntryKey, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(threading.Lock())
+        self._generation = 0
+        self._waiter = threading.Semaphore(1)
         self._reflectors: dict[GVK, Reflector] = {}
         self._definitions: dict[GVK, KartaDefinition] = {}
         self._control = threading.Lock()
         self._started = False
+        self.group_objects = GroupObjectNames(max_entries * 5)
+        self._group_reflector: Reflector | None = None
+        self._served_reported: bool | None = None
 
     # --- lifecycle ---
 
@@ -94,12 +168,19 @@ class OwnerCache:
         with self._control:
             self._started = True
             self._sync_kinds(self.store.current)  # nothing to stop on a fresh start
+            kind = self.scheduler.group_kind
+            if kind is not None and self.group_objects_managed and self._group_reflector is None:
+                self._group_reflector = Reflector(self.api_client, kind, self.group_objects, self.settings)
+                self._group_reflector.start()
 
     def stop(self) -> None:
         with self._control:
             self._started = False
             reflectors = list(self._reflectors.values())
             self._reflectors.clear()
+            if self._group_reflector is not None:
+                reflectors.append(self._group_reflector)
+                self._group_reflector = None
         for reflector in reflectors:
             reflector.stop()
 
@@ -108,11 +189,43 @@ class OwnerCache:
             if not self._started:
                 return False, "owner cache: not started"
             reflectors = list(self._reflectors.values())
+            if self._group_reflector is not None:
+                reflectors.append(self._group_reflector)
         for reflector in reflectors:
             ok, reason = reflector.status()
             if not ok:
                 return False, f"owner cache: {reason}"
         return True, "owner cache synced"
+
+    def detail(self) -> str | None:
+        """For /readyz: the configured scheduler's group CRD is not served, so no gang keys are written."""
+        reflector = self._group_reflector
+        if reflector is None or reflector.served is not False:
+            return None
+        return (
+            f"gang: the cluster does not serve {reflector.kind} (the {self.scheduler.name} scheduler's CRD is "
+            "not installed); Ray pods get no gang keys and no schedulerName"
+        )
+
+    def group_object_status(self, namespace: str, name: str | None) -> GroupObjectStatus:
+        """Whether the group object of that name can be relied on (see GroupObjectStatus)."""
+        if name is None:
+            return GroupObjectStatus.NOT_NEEDED
+        reflector = self._group_reflector
+        if not self.group_objects_managed or reflector is None:
+            return GroupObjectStatus.UNMANAGED
+        served = reflector.served
+        if served is None or not reflector.synced:
+            return GroupObjectStatus.UNKNOWN
+        if served != self._served_reported:
+            self._served_reported = served
+            metrics.GANG_CRD_SERVED.labels(reflector.label).set(1 if served else 0)
+        if not served:
+            return GroupObjectStatus.CRD_MISSING
+        foreign = self.group_objects.foreign(namespace, name)
+        if foreign is None:
+            return GroupObjectStatus.UNKNOWN
+        return GroupObjectStatus.FOREIGN if foreign else GroupObjectStatus.EXPECTED
 
     def on_definitions(self, definitions: DefinitionSet) -> None:
         """KartaWatch listener: watch new kinds, drop old ones, recompute those whose definition changed."""
@@ -138,37 +251,60 @@ class OwnerCache:
                 self._reflectors[kind] = reflector
                 reflector.start()
             elif previous.get(kind) is not definition:
-                # Only the precomputed infos are kept, so new definitions need the objects again.
+                # Only the precomputed plans are kept, so new definitions need the objects again.
                 reflector.request_relist("definitions")
         return unwatched
 
-    # --- OwnerIndex ---
+    # --- GangIndex (webhook.gang.state) ---
 
-    def group_info(
-        self, namespace: str, owner: Mapping[str, Any], component: str, instance: str | None
-    ) -> GroupInfo | None:
+    def gang(self, namespace: str, owner: Mapping[str, Any]) -> GangLookup:
         kind = GVK.of(owner)
+        key = (kind, namespace, str(owner.get("name") or ""))
+        deadline = time.monotonic() + self.miss_wait_seconds
+        waiting = False
+        try:
+            while True:
+                with self._changed:
+                    generation = self._generation
+                entry, miss = self._entry(key, owner)
+                remaining = deadline - time.monotonic()
+                if miss not in ("absent", "uid") or remaining <= 0:
+                    break
+                # Wait for the watch to deliver the owner; one waiting thread at a time.
+                if not waiting and not self._waiter.acquire(blocking=False):
+                    break
+                waiting = True
+                with self._changed:
+                    self._changed.wait_for(self._moved_on(generation), remaining)
+        finally:
+            if waiting:
+                self._waiter.release()
+        if miss is not None or entry is None:
+            metrics.OWNER_CACHE_MISSES.labels(miss or "absent").inc()
+            return GangLookup(None, miss)
+        plan = entry.plan
+        return GangLookup(ClusterGang(plan, self.group_object_status(namespace, plan.group_object_name)))
+
+    def _entry(self, key: EntryKey, owner: Mapping[str, Any]) -> tuple[_Entry | None, str | None]:
         with self._lock:
-            entry = self._entries.get((kind, namespace, str(owner.get("name") or "")))
+            entry = self._entries.get(key)
         if entry is None:
-            return self._miss("absent")
+            return None, "absent"
         uid = owner.get("uid")
         if uid and entry.uid != uid:
-            return self._miss("uid")  # a re-created owner of the same name, not seen yet
-        compiled = self.store.current.for_kind(kind)
+            return None, "uid"  # a re-created owner of the same name, not seen yet
+        compiled = self.store.current.for_kind(key[0])
         if compiled is None or compiled.definition is not entry.definition:
-            return self._miss("stale")  # definitions changed; the relist is under way
-        if entry.infos is None:
-            return self._miss("unresolved")
-        info = entry.infos.get((component, instance))
-        if info is None:
-            return self._miss("member")
-        return info
+            return None, "stale"  # definitions changed; the relist is under way
+        return entry, None
 
-    @staticmethod
-    def _miss(reason: str) -> GroupInfo | None:
-        metrics.OWNER_CACHE_MISSES.labels(reason).inc()
-        return None
+    def _moved_on(self, generation: int) -> Callable[[], bool]:
+        return lambda: self._generation != generation
+
+    def _touched(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
 
     def __len__(self) -> int:
         with self._lock:
@@ -190,14 +326,13 @@ class OwnerCache:
             and previous.definition is compiled.definition
         ):
             return previous  # same object, same definition: same infos
-        infos: dict[GroupKey, GroupInfo] | None
         try:
-            workload = compiled.resolve(obj)
-            infos = None if workload.all_errors() else group_infos(workload)
-        except Exception:  # an object the core cannot digest must not stop the watch
-            log.exception("cannot compute the gang sizes of %s %s/%s", kind, meta.get("namespace"), meta.get("name"))
-            infos = None
-        return _Entry(uid, version, compiled.definition, infos)
+            plan = plan_gang(compiled.resolve(obj), self.gang_settings)
+        except Exception as exc:  # an object the core cannot digest must not stop the watch
+            log.exception("cannot compute the gang of %s %s/%s", kind, meta.get("namespace"), meta.get("name"))
+            plan = GangPlan(self.scheduler, None, None, "", {}, None,
+                            Withheld("internal-error", f"internal error: {type(exc).__name__}"))  # fmt: skip
+        return _Entry(uid, version, compiled.definition, plan)
 
     @staticmethod
     def _key(kind: GVK, obj: Mapping[str, Any]) -> EntryKey:
@@ -224,6 +359,7 @@ class OwnerCache:
                 self._put(key, entry)
             size = len(self._entries)
         metrics.OWNER_CACHE_ENTRIES.set(size)
+        self._touched()
 
     def _apply(self, kind: GVK, event_type: str, obj: dict[str, Any]) -> None:
         if kind not in self._definitions:
@@ -248,6 +384,7 @@ class OwnerCache:
                     self._put(key, entry)
                 size = len(self._entries)
         metrics.OWNER_CACHE_ENTRIES.set(size)
+        self._touched()
 
     def _put(self, key: EntryKey, entry: _Entry) -> None:
         """Insert as the most recent; past the bound, drop the least recently updated (lock held)."""

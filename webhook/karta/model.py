@@ -171,6 +171,9 @@ class ComponentHints:
     role: str | None = None  # "head": the coordinator pod, expected to hold no GPUs
     pods_per_replica_path: str | None = None  # aligned with the component's instances
     suspended_path: str | None = None  # aligned; true: the instance runs no pods whatever its scale says
+    # The name of this component's part of the gang (a task or sub-group) for a component without
+    # instance ids; Ray's head pods carry ray.io/group=headgroup. Default: the component name.
+    sub_group_name: str | None = None
     reserved_instance_ids: frozenset[str] = frozenset()
 
 

@@ -202,6 +202,7 @@ def _hints(annotations: Mapping[str, str]) -> tuple[PolicyHints, list[str]]:
             role=c.get("role"),
             pods_per_replica_path=c.get("podsPerReplicaPath"),
             suspended_path=c.get("suspendedPath"),
+            sub_group_name=c.get("subGroupName"),
             reserved_instance_ids=frozenset(c.get("reservedInstanceIds") or ()),
         )
         for name, c in (raw.get("components") or {}).items()

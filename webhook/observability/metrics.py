@@ -51,9 +51,12 @@ INTERNAL_ERRORS = Counter(
     "Reviews the server failed on internally, answered per the failure policy.",
     ["path"],
 )
-GANG_SIZE_UNKNOWN = Counter(
-    "karta_admission_gang_size_unknown_total",
-    "Grouped pods whose gang size was not known at admission (owner not in the cache yet).",
+GANG_PODS_WITHOUT_KEYS = Counter(
+    "karta_admission_gang_pods_without_keys_total",
+    "Grouped Ray pods admitted without their gang keys (or with some left out), by reason: crd-missing, "
+    "foreign-group-object, pod-has-keys, other-scheduler, no-cluster, absent, uid, autoscaling, ... "
+    "(docs/gang.md lists them).",
+    ["reason"],
 )
 DEFINITION_LOAD_ERRORS = Counter(
     "karta_admission_definition_load_errors_total",
@@ -130,5 +133,30 @@ AUDIT_OBJECTS = Gauge(
 AUDIT_LEADER = Gauge(
     "karta_admission_audit_leader",
     "1 while this process holds the periodic audit's lease.",
+    multiprocess_mode="livemax",
+)
+
+
+# --- Gang group objects (webhook/cluster/podgroups.py) ------------------------------------------
+
+GANG_CRD_SERVED = Gauge(
+    "karta_admission_gang_crd_served",
+    "1 when the configured gang scheduler's group object CRD is served, 0 when it is not (no gang keys "
+    "are written then), by resource.",
+    ["resource"],
+    multiprocess_mode="livemin",
+)
+GROUP_OBJECT_WRITES = Counter(
+    "karta_admission_group_object_writes_total",
+    "Group objects (PodGroups) the controller wrote, by action (create, update) and result (ok, conflict, error).",
+    ["action", "result"],
+)
+GROUP_OBJECTS_DEFERRED = Counter(
+    "karta_admission_group_objects_deferred_total",
+    "Times the controller left a group object alone because another owner created it (foreign).",
+)
+GROUP_OBJECTS_MANAGED = Gauge(
+    "karta_admission_group_objects_managed",
+    "Group objects the controller wants (one per Ray cluster), in the controller's process.",
     multiprocess_mode="livemax",
 )

@@ -29,6 +29,9 @@ class ServerState:
     admission: Admission
     # Readiness: (ready, reason). Definitions are loaded before the app exists; cluster watches add more.
     readiness: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
+    # Conditions worth knowing that do not make the server unready (e.g. the gang scheduler's CRD is
+    # not installed, so no gang keys are written): each returns a sentence or None.
+    details: list[Callable[[], str | None]] = field(default_factory=list)
 
     def ready(self) -> tuple[bool, str]:
         for check in self.readiness:
@@ -101,7 +104,11 @@ def create_app(state: ServerState) -> Flask:
     @app.get("/readyz")
     def readyz() -> Response:
         ok, reason = state.ready()
-        return _json({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
+        body: dict[str, Any] = {"status": "ready" if ok else "not ready", "reason": reason}
+        details = [text for detail in state.details if (text := detail())]
+        if details:
+            body["details"] = details
+        return _json(body, 200 if ok else 503)
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
@@ -123,8 +130,8 @@ def _record(path: str, review: Review, outcome: Outcome, elapsed: float) -> None
     metrics.LATENCY.labels(path).observe(elapsed)
     for violation in outcome.violations:
         metrics.VIOLATIONS.labels(violation.rule, outcome.namespace, str(violation.severity), outcome.mode).inc()
-    if "size-unknown" in outcome.notes:
-        metrics.GANG_SIZE_UNKNOWN.inc()
+    if outcome.gang_reason is not None:
+        metrics.GANG_PODS_WITHOUT_KEYS.labels(outcome.gang_reason).inc()
     level = logging.INFO if outcome.verdict in {"denied", "warned", "ungrouped"} else logging.DEBUG
     logs.event(
         log,

@@ -143,8 +143,15 @@ annotations:
     "auditNamespaces" $v.cluster.auditNamespaces
     "policyReports" $v.cluster.policyReports)
 -}}
-{{- $gang := dict "scheduler" $v.gang.scheduler -}}
-{{- if eq $v.gang.scheduler "custom" -}}
+{{- /* Without the mutating webhook no pod gets gang keys: no group objects either. */}}
+{{- $gang := dict "scheduler" (ternary $v.gang.scheduler "none" $v.mutation.enabled) -}}
+{{- if not (kindIs "invalid" $v.gang.schedulerName) -}}
+{{- $_ := set $gang "schedulerName" $v.gang.schedulerName -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $v.gang.scheduleTimeoutSeconds) -}}
+{{- $_ := set $gang "scheduleTimeoutSeconds" (int $v.gang.scheduleTimeoutSeconds) -}}
+{{- end -}}
+{{- if eq (get $gang "scheduler") "custom" -}}
 {{- $_ := set $gang "custom" (dict "labels" $v.gang.custom.labels "annotations" $v.gang.custom.annotations) -}}
 {{- end -}}
 {{- $_ := set $config "gang" $gang -}}
