@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
+            # Before anything loads prometheus_client, which picks its multi-process mode at import.
+            from webhook.observability.multiprocess import prepare_directory
+
+            prepare_directory()
             from webhook.server.run import serve_command
 
             return serve_command(args, _config(args))
