@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webhook.manifests import MAX_DEPTH, ManifestError, load_manifests, object_problem
-
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = ROOT / "docs" / "examples" / "broken-rayservice.yaml"
 GOOD = ROOT / "docs" / "examples" / "rayservice.yaml"
 MEMORY_LIMIT = 1024 * 1024 * 1024
+MAX_DEPTH = 100  # webhook.manifests.MAX_DEPTH
 
 
 def _limit_memory() -> None:
@@ -136,6 +135,8 @@ def test_timestamps_stay_strings_as_kubectl_sends_them(tmp_path: Path) -> None:
     path = tmp_path / "stamped.yaml"
     stamp = "metadata:\n  creationTimestamp: 2024-05-01T10:00:00Z\n"
     path.write_text(GOOD.read_text().replace("metadata:\n", stamp, 1))
+    from webhook.manifests import load_manifests
+
     (document,) = load_manifests(str(path))
     assert document.obj["metadata"]["creationTimestamp"] == "2024-05-01T10:00:00Z"
     assert check(path).returncode == 0
@@ -145,10 +146,16 @@ def test_large_plain_files_still_load(tmp_path: Path) -> None:
     """Bounds are far above real manifests: 400 RayServices in one file."""
     path = tmp_path / "many.yaml"
     path.write_text("---\n".join([GOOD.read_text()] * 400))
+    from webhook.manifests import load_manifests
+
     assert len(load_manifests(str(path))) == 400
 
 
 def test_object_problem_names_the_field() -> None:
+    from webhook.manifests import MAX_DEPTH as LOADER_DEPTH
+    from webhook.manifests import ManifestError, load_manifests, object_problem
+
+    assert LOADER_DEPTH == MAX_DEPTH
     assert object_problem({"kind": 3}) == "kind is a number, not a string"
     assert object_problem({"metadata": {"labels": {"a": 1}}}) == "metadata.labels is not a map of strings"
     assert object_problem({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}) is None
