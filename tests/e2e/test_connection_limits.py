@@ -93,16 +93,17 @@ def test_idle_tcp_connections_beyond_the_connection_cap_do_not_stop_new_clients(
 
 
 def test_connections_stalling_after_their_headers_hold_no_thread(server: RunningServer) -> None:
-    """16 connections (twice the threads) send a complete head announcing a body, then nothing."""
-    stalled = []
+    """16 connections (twice the threads) send a complete head announcing a body, then nothing.
+
+    The handshakes come first, so that all 16 heads arrive at once, as a client that means it sends them.
+    """
+    stalled = [tls_connect(server) for _ in range(16)]
     try:
-        for _ in range(16):
-            sock = tls_connect(server)
+        for sock in stalled:
             sock.sendall(
                 b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n{"
             )
-            stalled.append(sock)
         time.sleep(0.5)
         assert fresh_review(server) < ANSWER_WITHIN
         assert fresh_review(server) < ANSWER_WITHIN

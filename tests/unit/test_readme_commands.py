@@ -17,16 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ".venv/bin/karta-admission"
 
 
-def readme_check_commands() -> list[tuple[str, int]]:
+def readme_check_commands() -> list[tuple[str, int | None]]:
     """(command, the exit status its comment promises) for every `check` line of the README."""
-    commands = []
+    commands: list[tuple[str, int | None]] = []
     for block in re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL):
         for line in block.splitlines():
             if line.startswith(f"{PROGRAM} check"):
                 command, _, comment = line.partition("#")
                 status = re.match(r"\s*exit (\d)", comment)
-                assert status, f"README: say which exit status to expect: {line}"
-                commands.append((command.strip(), int(status.group(1))))
+                commands.append((command.strip(), int(status.group(1)) if status else None))
     return commands
 
 
@@ -35,7 +34,8 @@ def test_the_readme_shows_check_commands() -> None:
 
 
 @pytest.mark.parametrize(("command", "status"), readme_check_commands())
-def test_readme_check_command(command: str, status: int) -> None:
+def test_readme_check_command(command: str, status: int | None) -> None:
+    assert status is not None, f"README: say which exit status to expect: {command}"
     # The same command through this interpreter (the console script is this package's cli.main); the
     # shell expands the globs as it would for a reader.
     program = shlex.quote(sys.executable) + " -m webhook.cli"

@@ -41,7 +41,7 @@ if MULTIPROCESS and os.environ.get(MULTIPROC_ENV):
 OTHER = "other"
 OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 # Distinct namespaces one process labels by name; later ones count under `other`.
-MAX_NAMESPACES = 200
+MAX_NAMESPACES = 100
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
