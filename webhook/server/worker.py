@@ -103,7 +103,6 @@ class _Connection:
     body_unread: bool = False  # declared body above the limit: handed over unread
     lingered: int = 0  # bytes drained while closing
     waiting: tuple[float, int] | None = None  # (deadline, sequence) while parked or lingering
-    lingering: bool = False
     closed: bool = False
 
 
@@ -397,7 +396,6 @@ class TLSSafeThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             self._drop(conn)
 
     def _wait(self, conn: Any, deadline: float, *, lingering: bool) -> None:
-        state = _state(conn)
         if not self.alive:
             deadline = min(deadline, time.monotonic() + gthread.STOP_KEEPALIVE_LINGER)
         try:
@@ -407,7 +405,6 @@ class TLSSafeThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         except (OSError, ValueError):
             self._drop(conn)
             return
-        state.lingering = lingering
         self._push(conn, deadline)
         self._waiting_count += 1
 
