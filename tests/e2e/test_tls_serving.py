@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tls_serving")]
 
 needs_hey = pytest.mark.skipif(shutil.which("hey") is None, reason=f"Go load client hey not found ({HEY})")
 
-HEAD_TIMEOUT = TLSSafeThreadWorker.head_timeout
+HEAD_TIMEOUT = TLSSafeThreadWorker.read_timeout
 # About the size of an AdmissionReview of a RayService.
 REVIEW_BODY = json.dumps({"kind": "AdmissionReview", "request": {"object": {"items": ["x" * 60] * 90}}}).encode()
 

@@ -87,7 +87,7 @@ def test_unreadable_yaml_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: P
     bad.write_text("apiVersion: [")
     code, _, err = run(capsys, str(bad), str(BROKEN))
     assert code == 2
-    assert f"{bad}: not valid YAML" in err
+    assert f"{bad}: document 1: not valid YAML" in err
 
 
 def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

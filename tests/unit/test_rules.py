@@ -155,7 +155,7 @@ class TestScale:
 
     def test_empty_group_name_is_a_resolution_problem(self) -> None:
         violations = found(service([{"groupName": ""}]), "definition-resolution")
-        assert violations == [("warn", "")]
+        assert violations == [("deny", "")]  # unreadable is refused in enforce mode (issue 13)
 
     def test_headgroup_is_reserved(self) -> None:
         assert found(service([{"groupName": "headgroup"}]), "reserved-instance-id") == [("deny", f"{W0}.groupName")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,8 +16,8 @@ from webhook.cli.exits import Exit
 from webhook.cli.render import print_verdict, summary, verdict_fields
 from webhook.config import Config, build_evaluator
 from webhook.evaluation import Evaluator, Verdict
-from webhook.karta.load import load_documents
 from webhook.kube.defaults import CRDDefaults, CRDSchemaError
+from webhook.manifests import ManifestError, describe, load_documents, load_manifests, object_problem
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Defaulter:
     """CRD defaults from user-given CRDs first, then the built-in KubeRay ones."""
 
     def __init__(self, crd_files: list[Path]) -> None:
-        crds = [d for path in crd_files for d in load_documents(path) if isinstance(d, Mapping)]
+        crds = [d for path in crd_files for _, d in load_documents(str(path)) if isinstance(d, Mapping)]
         self._sources = [CRDDefaults.from_crds(crds), CRDDefaults.packaged()] if crds else [CRDDefaults.packaged()]
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,46 +58,31 @@ class Defaulter:
         return {str(k): v for k, v in obj.items()}
 
 
-def _documents(name: str) -> Iterator[tuple[int, Any]]:
-    text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    for index, document in enumerate(yaml.safe_load_all(text), start=1):
-        if document is not None:
-            yield index, document
-
-
-def _items(document: Any) -> Iterator[tuple[str, Any]]:
-    """A document, or the items of a v1 List (what `kubectl get -o yaml` prints)."""
-    if isinstance(document, Mapping) and document.get("kind") == "List" and isinstance(document.get("items"), list):
-        for i, item in enumerate(document["items"]):
-            yield f"items[{i}]", item
-    else:
-        yield "", document
-
-
 def run_check(files: list[str], evaluator: Evaluator, defaulter: Defaulter) -> CheckReport:
     report = CheckReport()
     for name in files:
         try:
-            documents = list(_documents(name))
-        except (OSError, UnicodeDecodeError) as exc:
-            report.errors.append(f"{name}: cannot read: {exc}")
+            documents = load_manifests(name)
+        except ManifestError as exc:
+            report.errors.append(str(exc))
             continue
-        except yaml.YAMLError as exc:
-            report.errors.append(f"{name}: not valid YAML: {exc}")
-            continue
-        for index, document in documents:
-            for item_label, item in _items(document):
-                where = f"{name}#{index}{'.' + item_label if item_label else ''}"
-                if not isinstance(item, Mapping):
-                    report.skipped.append(f"{where}: not a Kubernetes object")
-                    continue
-                kind = f"{item.get('apiVersion', '?')} {item.get('kind', '?')}"
-                if evaluator.definition_for(item) is None:
-                    report.skipped.append(f"{where}: {kind} {(item.get('metadata') or {}).get('name', '')}".rstrip())
-                    continue
+        for document in documents:
+            item = document.obj
+            problem = object_problem(item)
+            if problem is not None:
+                report.errors.append(f"{document.where}: {problem}")
+                continue
+            if evaluator.definition_for(item) is None:
+                report.skipped.append(f"{document.where}: {describe(item)}")
+                continue
+            try:
                 verdict = evaluator.verdict(defaulter.apply(item))
-                assert verdict is not None
-                report.checked.append(CheckedObject(name, index, verdict))
+            except Exception as exc:  # never a traceback and exit 1 ("would be denied") on odd input
+                problem = f"cannot be checked: {type(exc).__name__}: {exc}"
+                report.errors.append(f"{document.where}: {describe(item)}: {problem}")
+                continue
+            assert verdict is not None
+            report.checked.append(CheckedObject(name, document.index, verdict))
     return report
 
 
@@ -118,7 +103,7 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
     evaluator = build_evaluator(config)
     try:
         defaulter = Defaulter(list(args.crd))
-    except (OSError, yaml.YAMLError, CRDSchemaError) as exc:
+    except (OSError, yaml.YAMLError, CRDSchemaError, ManifestError) as exc:
         print(f"karta-admission: --crd: cannot use it: {exc}", file=sys.stderr)
         return Exit.ERROR
     report = run_check(list(args.files), evaluator, defaulter)
@@ -129,4 +114,12 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
         sys.stdout.write("\n")
     else:
         print_text(report, sys.stdout, verbose=args.verbose)
+    if not report.checked and not report.errors and not args.allow_empty:
+        # A typo in a path or a file of other kinds would otherwise pass as "nothing denied".
+        print(
+            f"karta-admission: no objects checked ({len(report.skipped)} documents of kinds no definition "
+            "covers; -v lists them); --allow-empty accepts that",
+            file=sys.stderr,
+        )
+        return Exit.ERROR
     return report.exit_code

@@ -11,13 +11,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.cli.check import Defaulter, _documents, _items
+from webhook.cli.check import Defaulter
 from webhook.cli.exits import Exit
 from webhook.config import Config, load_definitions
 from webhook.gang.preview import PreviewEntry, preview
 from webhook.gang.settings import GangSettings
 from webhook.karta.registry import DefinitionSet
 from webhook.kube.defaults import CRDSchemaError
+from webhook.manifests import ManifestError, load_manifests, object_problem
 
 
 def run_gang(
@@ -29,22 +30,20 @@ def run_gang(
     errors: list[str] = []
     for name in files:
         try:
-            documents = list(_documents(name))
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(f"{name}: cannot read: {exc}")
+            documents = load_manifests(name)
+        except ManifestError as exc:
+            errors.append(str(exc))
             continue
-        except yaml.YAMLError as exc:
-            errors.append(f"{name}: not valid YAML: {exc}")
-            continue
-        for index, document in documents:
-            for label, item in _items(document):
-                where = f"{name}#{index}{'.' + label if label else ''}"
-                if not isinstance(item, Mapping):
-                    continue
-                entry, notes = preview(item, name, definitions, settings, defaulter.apply)
-                skipped.extend(f"{where}: {note}" for note in notes)
-                if entry is not None:
-                    entries.append(entry)
+        for document in documents:
+            item = document.obj
+            problem = object_problem(item)
+            if problem is not None:
+                errors.append(f"{document.where}: {problem}")
+                continue
+            entry, notes = preview(item, name, definitions, settings, defaulter.apply)
+            skipped.extend(f"{document.where}: {note}" for note in notes)
+            if entry is not None:
+                entries.append(entry)
     return entries, skipped, errors
 
 

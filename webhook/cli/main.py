@@ -62,14 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="check manifests offline; exit 0 if nothing would be denied, 1 if something would, 2 on errors",
         description="Check Kubernetes manifests against the policy, as the webhook would at admission. "
         "CRD defaults are applied first, as the API server does. Documents of kinds no definition covers "
-        "are skipped. Exit status: 0 nothing would be denied, 1 something would be denied, 2 usage or "
-        "read errors.",
+        "are skipped; finding none at all is an error unless --allow-empty. Exit status: 0 nothing would be "
+        "denied, 1 something would be denied, 2 usage or input errors (unreadable, hostile or malformed files).",
     )
     check.add_argument(
         "files", nargs="+", metavar="FILE", help="YAML or JSON files, several documents each; - reads stdin"
     )
     check.add_argument("-o", "--output", choices=["text", "json"], default="text")
     check.add_argument("-v", "--verbose", action="store_true", help="also list the skipped documents")
+    check.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when no object of a kind with a definition was found (otherwise that is an error, exit 2)",
+    )
     check.add_argument(
         "--crd",
         type=Path,
@@ -140,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
+            # Before anything loads prometheus_client, which picks its multi-process mode at import.
+            from webhook.observability.multiprocess import prepare_directory
+
+            prepare_directory()
             from webhook.cli.serve import serve_command
 
             return serve_command(args, _config(args))

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,20 +58,6 @@ def build_app(options: ServeOptions) -> Flask:
     return app
 
 
-def _metrics_directory() -> None:
-    """Per-process metric files must start empty; a directory of our own unless one is given."""
-    directory = os.environ.get(metrics.MULTIPROC_ENV)
-    if directory:
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        return
-    created = tempfile.mkdtemp(prefix="karta-admission-metrics-")
-    os.environ[metrics.MULTIPROC_ENV] = created
-    atexit.register(shutil.rmtree, created, ignore_errors=True)
-
-
 def _cluster_available(args: argparse.Namespace) -> bool:
     if args.no_cluster:
         return False
@@ -122,7 +105,11 @@ def serve_command(args: argparse.Namespace, config: Config) -> int:
         if not Path(path).is_file():
             print(f"karta-admission: {flag} {path}: no such file", file=sys.stderr)
             return Exit.ERROR
-    _metrics_directory()
+    if not metrics.MULTIPROCESS:
+        # prometheus_client was loaded before the sample directory was set (see webhook.observability
+        # .multiprocess): each worker would count alone and /metrics would show one of them.
+        print("karta-admission: metrics were loaded before their directory was prepared", file=sys.stderr)
+        return Exit.ERROR
     if use_cluster and config.cluster.audit_interval_seconds > 0:
         from webhook.cluster.audit import PeriodicAudit
 

@@ -176,10 +176,18 @@ def _usable_pair(cert: bytes, key: bytes) -> bool:
 
 
 def _timestamp(value: str | None) -> datetime.datetime | None:
+    """A rotation annotation's time; one written without a timezone (by hand, or by another tool) is UTC.
+
+    Unreadable is None: the step it guards is then taken at once, which is safe (a retired CA leaves
+    the bundle, a published one starts signing only after a full propagation period from now).
+    """
     try:
-        return datetime.datetime.fromisoformat(value) if value else None
+        parsed = datetime.datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed
 
 
 class SelfManagedCertificates:
@@ -245,6 +253,11 @@ class SelfManagedCertificates:
                 planned.cert, planned.key = self._issue(planned.ca_cert, planned.ca_key, now)
                 log.info("switched the serving certificate to the new CA")
                 return planned
+            if since is None:
+                # Missing or unreadable: the propagation period starts now, so the next CA is not
+                # left published forever without ever signing.
+                planned.annotations[NEXT_CA_SINCE] = now.isoformat()
+                changed = True
         elif certs.cert_info(planned.ca_cert).not_after - now < datetime.timedelta(days=2 * s.renew_before_days):
             planned.next_ca_cert, planned.next_ca_key = certs.make_ca(days=s.ca_validity_days, now=now)
             planned.annotations[NEXT_CA_SINCE] = now.isoformat()

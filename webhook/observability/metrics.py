@@ -1,13 +1,22 @@
-"""Prometheus metrics, correct across gunicorn worker processes.
+"""Prometheus metrics, correct across gunicorn worker processes, with label values from closed sets.
 
-With PROMETHEUS_MULTIPROC_DIR set (serve sets it before the workers start), every worker writes its
-samples to files there and /metrics sums them; without it (tests, single process) the default
-registry is used.
+prometheus_client chooses between in-process values and per-process sample files once, when it is
+first imported, from PROMETHEUS_MULTIPROC_DIR. `serve` therefore prepares that directory before
+anything imports this module (webhook.observability.multiprocess, called first thing by the CLI);
+every worker then writes its samples there and /metrics sums them. Without it (tests, `check`,
+`audit`) the default registry is used. render() follows the mode the client actually chose, never
+the environment at the time of the request: a mismatch used to answer /metrics with 0 bytes.
+
+Label values never come unchecked from a request: kinds, operations and paths are closed sets
+(anything else is `other`), and namespaces are bounded (MAX_NAMESPACES per process, then `other`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import threading
+from collections.abc import Collection
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,13 +26,56 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-if os.environ.get(MULTIPROC_ENV):
+from webhook.observability.multiprocess import MULTIPROC_ENV
+
+# The mode prometheus_client chose at its import, which every metric below lives in.
+MULTIPROCESS = values.ValueClass is not values.MutexValue
+if MULTIPROCESS and os.environ.get(MULTIPROC_ENV):
     # The client opens its sample files on import; an emptyDir mount holds no subdirectory yet.
     os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+
+OTHER = "other"
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+# Distinct namespaces one process labels by name; later ones count under `other`.
+MAX_NAMESPACES = 100
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def closed(value: str, allowed: Collection[str]) -> str:
+    """The value when it is one of the allowed ones, else `other`."""
+    return value if value in allowed else OTHER
+
+
+class BoundedLabel:
+    """The first `limit` distinct valid values keep their own label value; the rest are `other`.
+
+    Per process: each gunicorn worker labels the namespaces it saw first, so the series are bounded by
+    workers x limit, whatever the requests carry.
+    """
+
+    def __init__(self, limit: int, valid: re.Pattern[str]) -> None:
+        self.limit = limit
+        self._valid = valid
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if not self._valid.fullmatch(value):
+            return OTHER
+        with self._lock:
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+namespace_label = BoundedLabel(MAX_NAMESPACES, _NAMESPACE)
 
 REQUESTS = Counter(
     "karta_admission_requests_total",
@@ -72,7 +124,7 @@ DEFINITIONS_LOADED = Gauge(
 
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type."""
-    if os.environ.get(MULTIPROC_ENV):
+    if MULTIPROCESS:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -81,7 +133,7 @@ def render() -> tuple[bytes, str]:
 
 def worker_exited(pid: int) -> None:
     """gunicorn child_exit hook: drop the live-gauge files of a dead worker."""
-    if os.environ.get(MULTIPROC_ENV):
+    if MULTIPROCESS:
         prometheus_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from webhook.karta.resolve import Instance
 from webhook.kube.fieldpath import PathParts
-from webhook.kube.quantity import parse_quantity
+from webhook.kube.quantity import parse_quantity, shown
 from webhook.policy.model import Finding, PolicySettings, RuleContext, Severity, rule
 
 # Values of NVIDIA_VISIBLE_DEVICES that expose no device to the container.
 _NO_DEVICES = frozenset({"", "none", "void"})
+VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class ContainerView:
 
     def at(self, *parts: str | int) -> PathParts | None:
         return (*self.location, *parts) if self.location is not None else self.instance.location
+
+    @property
+    def sidecar(self) -> bool:
+        """A native sidecar: an init container with restartPolicy Always runs beside the containers."""
+        return self.list_name == "initContainers" and self.container.get("restartPolicy") == "Always"
 
 
 def _section(container: Mapping[str, Any], section: str) -> Mapping[str, Any]:
@@ -117,12 +123,20 @@ def gpu_whole_number(ctx: RuleContext) -> Iterator[Finding]:
             for name, value in values.items():
                 if name not in view.gpus:
                     continue
-                amount = _amount(value)
-                if amount is None or amount < 0 or amount != amount.to_integral_value():
-                    sharing = amount is not None and 0 < amount < 1
+                try:
+                    amount = parse_quantity(value)
+                except ValueError as exc:
                     yield Finding(
                         view.at("resources", section, name),
-                        f"{view.label}: {name} {section} must be a whole number of GPUs, got {value!r}"
+                        f"{view.label}: {name} {section} must be a whole number of GPUs: {exc}",
+                        value,
+                    )
+                    continue
+                if amount < 0 or amount != amount.to_integral_value():
+                    sharing = 0 < amount < 1
+                    yield Finding(
+                        view.at("resources", section, name),
+                        f"{view.label}: {name} {section} must be a whole number of GPUs, got {shown(value)}"
                         + (" (for a share of a GPU use your scheduler's GPU-sharing feature)" if sharing else ""),
                         value,
                     )
@@ -167,15 +181,35 @@ def gpu_on_primary_container(ctx: RuleContext) -> Iterator[Finding]:
     if primary is None:
         return
     for view in _gpu_views(ctx):
-        if view.list_name != "containers" or view.index == primary:
-            continue
         gpus = list(view.gpus)  # never empty: _gpu_views keeps only containers that ask for GPUs
-        yield Finding(
-            view.at("resources"),
-            f"{view.label} asks for {', '.join(gpus)}, but only containers[{primary}] is read for "
-            "the resources the workload advertises (Ray's num-gpus); move the GPUs there",
-            gpus,
-        )
+        read_by = f"only containers[{primary}] is read for the resources the workload advertises (Ray's num-gpus)"
+        if view.list_name == "containers" and view.index != primary:
+            yield Finding(view.at("resources"), f"{view.label} asks for {', '.join(gpus)}, but {read_by}; "
+                          "move the GPUs there", gpus)  # fmt: skip
+        elif view.sidecar:
+            yield Finding(
+                view.at("resources"),
+                f"{view.label} is a native sidecar (restartPolicy: Always) and asks for {', '.join(gpus)}: it holds "
+                f"them beside the other containers for the pod's whole life, but {read_by}; move the GPUs there",
+                gpus,
+            )
+        elif view.gpu_limit > (read := _primary_gpu_limit(ctx, view.instance, primary)):
+            # The scheduler counts the largest init container's request for the pod's whole life.
+            yield Finding(
+                view.at("resources"),
+                f"{view.label} asks for {view.gpu_limit} GPUs and containers[{primary}] for {read}: the pod holds "
+                f"{view.gpu_limit} for its whole life (an init container's request counts for the pod), but "
+                f"the workload uses the GPUs of containers[{primary}] only",
+                gpus,
+                at_most=Severity.WARN,
+            )
+
+
+def _primary_gpu_limit(ctx: RuleContext, instance: Instance, primary: int) -> Decimal:
+    for view in _all_containers(ctx):
+        if view.instance is instance and view.list_name == "containers" and view.index == primary:
+            return view.gpu_limit
+    return Decimal(0)
 
 
 @rule("gpu-on-head", Severity.WARN, "the head (coordinator) pod holds no GPUs unless that is intended")
@@ -212,21 +246,94 @@ def gpu_single_vendor(ctx: RuleContext) -> Iterator[Finding]:
     "device plugin and shares GPUs behind the scheduler's back)",
 )
 def nvidia_visible_devices(ctx: RuleContext) -> Iterator[Finding]:
+    """A literal value that names devices, a value the webhook cannot read, or an envFrom that can set it.
+
+    valueFrom (fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef): the value is not in the object,
+    and the only reason to set this variable in a container without GPUs is to reach GPUs, so it is
+    treated like a literal device list. envFrom with a prefix that begins the name ("NVIDIA_") targets it
+    the same way. envFrom without a prefix is common and usually unrelated: it only warns, and only when
+    the pod can land on GPU nodes (it selects or tolerates them). An explicit env entry wins over envFrom.
+    """
     for view in _all_containers(ctx):
-        env = view.container.get("env")
-        if not isinstance(env, list) or view.gpu_limit > 0:
+        if view.gpu_limit > 0:
             continue
-        for index, entry in enumerate(env):
-            if not isinstance(entry, dict) or entry.get("name") != "NVIDIA_VISIBLE_DEVICES":
+        env = view.container.get("env")
+        explicit = False
+        for index, entry in enumerate(env if isinstance(env, list) else []):
+            if not isinstance(entry, dict) or entry.get("name") != VISIBLE_DEVICES:
                 continue
-            value = entry.get("value")
-            if isinstance(value, str) and value.strip().lower() not in _NO_DEVICES:
+            explicit = True
+            value, source = entry.get("value"), entry.get("valueFrom")
+            if isinstance(source, dict) and source:
+                yield Finding(
+                    view.at("env", index, "valueFrom"),
+                    f"{view.label} sets {VISIBLE_DEVICES} from {_describe_source(source)} without a GPU limit: "
+                    "the webhook cannot read that value, and any value but none or void would use GPUs the "
+                    "scheduler gave to other pods; request GPUs in resources.limits instead",
+                    _describe_source(source),
+                )
+            elif isinstance(value, str) and value.strip().lower() not in _NO_DEVICES:
                 yield Finding(
                     view.at("env", index, "value"),
-                    f"{view.label} sets NVIDIA_VISIBLE_DEVICES={value!r} without a GPU limit: it would "
+                    f"{view.label} sets {VISIBLE_DEVICES}={shown(value)} without a GPU limit: it would "
                     "use GPUs the scheduler gave to other pods; request GPUs in resources.limits instead",
                     value,
                 )
+        if not explicit:
+            yield from _env_from_findings(ctx, view)
+
+
+def _env_from_findings(ctx: RuleContext, view: ContainerView) -> Iterator[Finding]:
+    env_from = view.container.get("envFrom")
+    for index, source in enumerate(env_from if isinstance(env_from, list) else []):
+        if not isinstance(source, dict):
+            continue
+        prefix = source.get("prefix") or ""
+        if not isinstance(prefix, str) or not VISIBLE_DEVICES.startswith(prefix):
+            continue  # every variable it sets starts with something else
+        described = _describe_source(source)
+        if prefix:
+            yield Finding(
+                view.at("envFrom", index, "prefix"),
+                f"{view.label} takes variables from {described} with prefix {prefix!r}, which makes a key "
+                f"{VISIBLE_DEVICES[len(prefix) :]!r} set {VISIBLE_DEVICES} in a container without a GPU limit; "
+                "request GPUs in resources.limits instead",
+                prefix,
+            )
+        elif _reaches_gpu_nodes(ctx, view.instance):
+            yield Finding(
+                view.at("envFrom", index),
+                f"{view.label} takes variables from {described}, which the webhook cannot read; the pod can run "
+                f"on GPU nodes and has no GPU limit here, so a key {VISIBLE_DEVICES} in it would use GPUs the "
+                f"scheduler gave to other pods; set {VISIBLE_DEVICES}=void in env to be sure",
+                described,
+                at_most=Severity.WARN,
+            )
+
+
+def _describe_source(source: Mapping[str, Any]) -> str:
+    for key, label in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret"), ("configMapRef", "ConfigMap"),
+                       ("secretRef", "Secret")):  # fmt: skip
+        ref = source.get(key)
+        if isinstance(ref, dict):
+            item = f" key {shown(ref['key'])}" if isinstance(ref.get("key"), str) else ""
+            return f"{label} {shown(ref.get('name') or '')}{item}"
+    for key in ("fieldRef", "resourceFieldRef", "fileKeyRef"):
+        ref = source.get(key)
+        if isinstance(ref, dict):
+            target = ref.get("fieldPath") or ref.get("resource") or ref.get("path") or ""
+            return f"{key} {shown(target)}"
+    return "a source it does not know"
+
+
+def _reaches_gpu_nodes(ctx: RuleContext, instance: Instance) -> bool:
+    pod = instance.pod
+    if pod is None or pod.spec is None:
+        return False
+    gpu = ctx.settings.gpu
+    return bool(_selects_gpu_nodes(pod.spec, gpu.node_label_keys)) or _tolerates(
+        pod.spec.get("tolerations"), gpu.taint_keys
+    )
 
 
 def _selects_gpu_nodes(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:

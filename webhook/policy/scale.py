@@ -221,10 +221,21 @@ def pod_template_containers(ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(
     "definition-resolution",
-    Severity.WARN,
-    "the object can be read through its Karta definition (otherwise the other rules see less of it)",
+    Severity.DENY,
+    "the object can be read through its Karta definition; one that cannot be read is refused in enforce mode, "
+    "since the other rules cannot check it",
 )
 def definition_resolution(ctx: RuleContext) -> Iterator[Finding]:
+    """An object that makes itself unreadable (1,000 worker groups, an empty group name) must not slip past.
+
+    Denying is chosen over reading such an object some other way: Karta's runner fails the same paths
+    (its result cap, its empty-id check), so no Karta consumer (gang sizing, the scheduler's view) could
+    read the object either, and a cap-free read would let one object buy unbounded work per review.
+    """
     workload = ctx.workload
     for error in workload.all_errors():
-        yield Finding(None, f"the {workload.definition.name} definition cannot read this object: {error}")
+        yield Finding(
+            None,
+            f"the {workload.definition.name} definition cannot read this object, so the policy rules cannot "
+            f"check it: {error}",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,11 @@ from webhook.observability import logs, metrics
 
 # controller-runtime's bound: two objects of up to 3 MiB (the API server's own request limit) plus envelope.
 MAX_BODY_BYTES = 7 * 1024 * 1024
+REVIEW_PATHS = frozenset({"/validate", "/validate/enforce", "/validate/audit", "/mutate"})
+# A review's log line lists at most this many violations and notes (their total is logged too), and
+# clips the names it copies from the request.
+LOG_ITEMS_MAX = 20
+LOG_TEXT_MAX = 256
 
 log = logs.get("http")
 
@@ -69,8 +75,12 @@ def create_app(state: ServerState) -> Flask:
             allowed = not fail_closed()
             return _json(error_response(review, allowed, f"internal error ({type(exc).__name__})"))
         elapsed = time.perf_counter() - started
-        _record(path, review, outcome, elapsed)
+        _record(path, review, outcome, elapsed, known_kinds())
         return _json(outcome.response)
+
+    def known_kinds() -> frozenset[str]:
+        """Kinds that get their own metric label: those with a definition (they can change), and Pod."""
+        return frozenset({"Pod", *(gvk.kind for gvk in state.admission.evaluator.definitions.kinds())})
 
     config = state.config
 
@@ -119,34 +129,46 @@ def create_app(state: ServerState) -> Flask:
     def http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
         if code == 413:
-            metrics.BAD_REQUESTS.labels(request.path, "413").inc()
+            metrics.BAD_REQUESTS.labels(metrics.closed(request.path, REVIEW_PATHS), "413").inc()
         return _json({"error": exc.description or exc.name}, code)
 
     return app
 
 
-def _record(path: str, review: Review, outcome: Outcome, elapsed: float) -> None:
-    metrics.REQUESTS.labels(path, outcome.kind, outcome.operation, outcome.verdict, outcome.mode).inc()
+def _record(path: str, review: Review, outcome: Outcome, elapsed: float, kinds: frozenset[str]) -> None:
+    kind = metrics.closed(outcome.kind, kinds)
+    operation = metrics.closed(outcome.operation, metrics.OPERATIONS)
+    metrics.REQUESTS.labels(path, kind, operation, outcome.verdict, outcome.mode).inc()
     metrics.LATENCY.labels(path).observe(elapsed)
-    for violation in outcome.violations:
-        metrics.VIOLATIONS.labels(violation.rule, outcome.namespace, str(violation.severity), outcome.mode).inc()
+    if outcome.violations:
+        namespace = metrics.namespace_label(outcome.namespace)
+        for (rule, severity), count in Counter((v.rule, str(v.severity)) for v in outcome.violations).items():
+            metrics.VIOLATIONS.labels(rule, namespace, severity, outcome.mode).inc(count)
     if outcome.gang_reason is not None:
         metrics.GANG_PODS_WITHOUT_KEYS.labels(outcome.gang_reason).inc()
     level = logging.INFO if outcome.verdict in {"denied", "warned", "ungrouped"} else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
     logs.event(
         log,
         level,
         f"review {outcome.verdict}",
-        uid=review.uid,
+        uid=_clip(review.uid),
         path=path,
-        kind=outcome.kind,
-        namespace=outcome.namespace,
-        name=review.request.get("name") or "",
-        operation=outcome.operation,
+        kind=_clip(outcome.kind),
+        namespace=_clip(outcome.namespace),
+        name=_clip(str(review.request.get("name") or "")),
+        operation=_clip(outcome.operation),
         mode=outcome.mode,
         verdict=outcome.verdict,
         dry_run=bool(review.request.get("dryRun")),
-        violations=[f"{v.rule}@{v.path}" for v in outcome.violations],
-        notes=outcome.notes,
+        violations=[_clip(f"{v.rule}@{v.path}") for v in outcome.violations[:LOG_ITEMS_MAX]],
+        violations_total=len(outcome.violations),
+        notes=[_clip(n) for n in outcome.notes[:LOG_ITEMS_MAX]],
+        notes_total=len(outcome.notes),
         duration_ms=round(elapsed * 1000, 3),
     )
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= LOG_TEXT_MAX else f"{text[: LOG_TEXT_MAX - 30]}... ({len(text)} characters)"
