@@ -13,7 +13,7 @@ import jsonpatch
 from tests.reviews import ray_pod, review
 from webhook.admission import Admission, Outcome, parse_review
 from webhook.config import Config, build_evaluator, load_definitions, parse_config
-from webhook.gang import SIZE_ANNOTATION, ClusterGang, GangLookup, GangPlan, GroupObjectStatus, plan_gang
+from webhook.gang import ClusterGang, GangLookup, GangPlan, GroupObjectStatus, plan_gang
 from webhook.karta.registry import DefinitionSet
 from webhook.kube.defaults import CRDDefaults
 
@@ -162,27 +162,3 @@ def pod_from(
     if scheduler_name is not None:
         pod["spec"]["schedulerName"] = scheduler_name
     return pod
-
-
-class WorkerParts:
-    """The evaluator and the settings a server worker builds its owner cache and admission from."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.config = cfg
-        self.evaluator = build_evaluator(cfg)
-
-
-def mutate_with(parts: WorkerParts, owners: Any, pod: dict[str, Any]) -> tuple[dict[str, Any], Outcome]:
-    """The pod as the API server stores it after this worker's /mutate answer, and the outcome."""
-    outcome = Admission(parts.evaluator, parts.config.gang, owners).mutate(parse_review(review(pod)))
-    response = outcome.response["response"]
-    if "patch" not in response:
-        return pod, outcome
-    return jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"]))), outcome
-
-
-def size_of(parts: WorkerParts, owners: Any, pod: dict[str, Any]) -> str | None:
-    """The gang size the pod was annotated with, if any."""
-    patched, _ = mutate_with(parts, owners, pod)
-    size: str | None = (patched["metadata"].get("annotations") or {}).get(SIZE_ANNOTATION)
-    return size

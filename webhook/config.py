@@ -41,6 +41,9 @@ class ClusterSettings:
     audit_interval_seconds: int = 0
     policy_reports: bool = False
     audit_namespaces: tuple[str, ...] = ()
+    # Namespaces the webhooks do not reach (the chart's webhook.excludeNamespaces): no group objects
+    # there. kube-system and the server's own namespace are always left out.
+    exclude_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ def parse_config(raw: Any, source: str) -> Config:
         audit_interval_seconds=cluster_raw.get("auditIntervalSeconds", 0),
         policy_reports=cluster_raw.get("policyReports", False),
         audit_namespaces=tuple(cluster_raw.get("auditNamespaces") or ()),
+        exclude_namespaces=tuple(cluster_raw.get("excludeNamespaces") or ()),
     )
     return Config(
         mode=Mode(raw.get("mode", "enforce")),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.agents import AgentRun
 from tests.cluster.emulator import (
     LEASES,
     POLICYREPORTS,
@@ -31,7 +32,7 @@ from webhook.cli import main
 from webhook.cli.audit import exit_status
 from webhook.cli.render import Progress
 from webhook.cluster import kube
-from webhook.cluster.audit import AuditLoop, PeriodicAudit, run_audit
+from webhook.cluster.audit import run_audit
 from webhook.cluster.leader import LeaseElector, LeaseTimings
 from webhook.cluster.reports import MANAGED_BY, MANAGED_BY_LABEL, ObjectRef, PolicyReportWriter, report_name
 from webhook.config import Config, build_evaluator, parse_config
@@ -404,53 +405,25 @@ def test_a_silent_holder_is_replaced_after_the_lease_duration_and_a_leader_that_
 AUDIT_CONFIG = {"cluster": {"auditIntervalSeconds": 1, "policyReports": True}}
 
 
-def test_only_the_leader_audits_and_writes_reports(cluster: EmulatedCluster) -> None:
+def test_only_the_leader_audits_and_writes_reports(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    """Two replicas' agents: the one holding the Lease audits; when it stops, the other takes over."""
     cluster.create(broken(raycluster("bad", worker_group("w", 1), namespace="team")))
     config = parse_config(AUDIT_CONFIG, "test")
     runs = metric("karta_admission_audit_runs_total", outcome="denied")
-    loops = [
-        AuditLoop(
-            config,
-            cluster.client(),
-            lease_namespace="karta-system",
-            identity=name,
-            timings=FAST_LEASE,
-            interval_seconds=0.2,
-        )
-        for name in ("a", "b")
-    ]
-    for loop in loops:
-        loop.start()
-    try:
-        leader = wait_until(lambda: next((loop for loop in loops if loop.runs >= 2), None), message="two runs")
-        other = loops[1] if leader is loops[0] else loops[0]
-        assert other.runs == 0
-        assert not other.is_leader
-        assert leader.last_report is not None
-        assert leader.last_report.denied == 1
+    with (
+        AgentRun(cluster, config, tmp_path / "a", identity="a") as first,
+        AgentRun(cluster, config, tmp_path / "b", identity="b") as second,
+    ):
+        agents = (first.agent, second.agent)
+        leader = wait_until(lambda: next((a for a in agents if a.is_leader), None), message="a leader")
+        other = agents[1] if leader is agents[0] else agents[0]
+        assert leader.audit is not None and other.audit is not None
+        wait_until(lambda: leader.audit.runs >= 2, message="two runs")
+        assert other.audit.runs == 0 and not other.audit.running
+        assert leader.audit.last_report is not None and leader.audit.last_report.denied == 1
         assert metric("karta_admission_audit_runs_total", outcome="denied") >= runs + 2
         assert [r["scope"]["name"] for r in cluster.objects(POLICYREPORTS)] == ["bad"]
         assert cluster.requests("create", POLICYREPORTS) == 1  # later runs found nothing to change
-    finally:
-        for loop in loops:
-            loop.stop()
-
-
-def test_periodic_audit_runs_in_a_child_process(cluster: EmulatedCluster, tmp_path: Path) -> None:
-    cluster.create(raycluster("rc", worker_group("w", 1), namespace="team"))
-    config = parse_config(AUDIT_CONFIG, "test")
-    periodic = PeriodicAudit(
-        config, kubeconfig=cluster.kubeconfig(tmp_path), lease_namespace="karta-system", identity="child",
-        timings=FAST_LEASE, log_level="warning",
-    )  # fmt: skip
-    periodic.start()
-    try:
-        wait_until(lambda: cluster.objects(POLICYREPORTS), timeout=20, message="the child's first audit")
-        assert periodic.running
-        (lease,) = cluster.objects(LEASES)
-        assert lease["spec"]["holderIdentity"] == "child"
-    finally:
-        periodic.stop()
-    assert periodic.process is None
-    (lease,) = cluster.objects(LEASES)
-    assert lease["spec"]["holderIdentity"] == ""  # released on the way out
+        leader.stop()  # releases the Lease
+        wait_until(lambda: other.is_leader and other.audit is not None and other.audit.runs >= 1,
+                   message="the other replica takes over")  # fmt: skip

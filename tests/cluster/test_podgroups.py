@@ -8,14 +8,16 @@ RayService upgrade has its own → without the scheduler's CRD no keys at all; a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cluster.agents import LEASE_NAMESPACE, AgentRun
 from tests.cluster.emulator import (
     ALL,
     COSCHEDULING_PODGROUPS,
-    FAST,
     KAI_PODGROUPS,
     RAYCLUSTERS,
     VOLCANO_PODGROUPS,
@@ -28,9 +30,8 @@ from tests.cluster.emulator import (
     worker_group,
 )
 from tests.crds import all_problems
-from tests.gang import mutate
 from webhook.admission import Outcome
-from webhook.cluster.owners import OwnerCache
+from webhook.cluster.agent import LEASE_NAME
 from webhook.cluster.podgroups import GroupObjectController, updated_object
 from webhook.config import Config, build_evaluator, parse_config
 from webhook.gang import MANAGED_BY, MANAGED_BY_LABEL
@@ -46,38 +47,27 @@ CRD_SERVED = "karta_admission_gang_crd_served"
 
 
 class Running:
-    """A controller and an owner cache (as one server worker has) on one emulated cluster."""
+    """An agent (its group-object controller and owner mirror) and a worker reading its state."""
 
-    def __init__(self, cluster: EmulatedCluster, config: Config, *, leader: bool = True) -> None:
+    def __init__(self, cluster: EmulatedCluster, config: Config, state_dir: Path) -> None:
         self.cluster = cluster
         self.config = config
-        self.evaluator = build_evaluator(config)
-        self.leader = leader
-        self.controller = GroupObjectController(
-            self.evaluator.store,
-            config.gang,
-            config.mode,
-            cluster.client(),
-            settings=FAST,
-            is_leader=lambda: self.leader,
-            poll_seconds=0.05,
-        )
-        self.owners = OwnerCache(
-            self.evaluator.store, cluster.client(), config.gang, settings=FAST, group_objects_managed=True
-        )
+        self.run = AgentRun(cluster, config, state_dir)
+        assert self.run.agent.podgroups is not None and self.run.agent.owners is not None
+        self.controller = self.run.agent.podgroups
+        self.owners = self.run.agent.owners
+        self.worker = self.run.worker
 
     def __enter__(self) -> Running:
-        self.controller.start()
-        self.owners.start()
-        wait_until(lambda: self.controller.readiness()[0] and self.owners.readiness()[0], message="first lists")
+        self.run.__enter__()
+        wait_until(lambda: self.controller.readiness()[0], message="first lists")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.controller.stop()
-        self.owners.stop()
+        self.run.__exit__(*exc)
 
     def admit(self, pod: dict[str, Any]) -> tuple[dict[str, Any], Outcome]:
-        return mutate(pod, self.config, self.owners)
+        return self.worker.mutate(pod)
 
     def group_objects(self, kind: Kind) -> dict[str, dict[str, Any]]:
         return {o["metadata"]["name"]: o for o in self.cluster.objects(kind)}
@@ -106,9 +96,9 @@ def group_name(scheduler: str, cluster_name: str) -> str:
 
 
 @pytest.mark.parametrize("scheduler", ["coscheduling", "volcano", "kai"])
-def test_cluster_group_object_pods_and_resize(cluster: EmulatedCluster, scheduler: str) -> None:
+def test_cluster_group_object_pods_and_resize(cluster: EmulatedCluster, scheduler: str, tmp_path: Path) -> None:
     kind = KINDS[scheduler]
-    with Running(cluster, configured(scheduler)) as running:
+    with Running(cluster, configured(scheduler), tmp_path) as running:
         stored = cluster.create(raycluster("rc", worker_group("small-group", 2), namespace="team"))
         name = group_name(scheduler, "rc")
         group = wait_until(lambda: running.group_objects(kind).get(name), message="the group object")
@@ -138,8 +128,8 @@ def test_cluster_group_object_pods_and_resize(cluster: EmulatedCluster, schedule
             "karta-admission.io/pod-group-size") == "6")  # fmt: skip
 
 
-def test_each_cluster_of_a_rayservice_upgrade_has_its_own_group(cluster: EmulatedCluster) -> None:
-    with Running(cluster, configured("coscheduling")) as running:
+def test_each_cluster_of_a_rayservice_upgrade_has_its_own_group(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    with Running(cluster, configured("coscheduling"), tmp_path) as running:
         service = cluster.create({
             "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "svc", "namespace": "ml"},
             "spec": {"rayClusterConfig": raycluster("x", worker_group("small-group", 4))["spec"]},
@@ -159,11 +149,11 @@ def test_each_cluster_of_a_rayservice_upgrade_has_its_own_group(cluster: Emulate
             assert pod["metadata"]["annotations"]["karta-admission.io/pod-group-size"] == size
 
 
-def test_without_the_crd_no_keys_until_it_is_installed(cluster: EmulatedCluster) -> None:
+def test_without_the_crd_no_keys_until_it_is_installed(cluster: EmulatedCluster, tmp_path: Path) -> None:
     kinds = [k for k in ALL if k is not VOLCANO_PODGROUPS]
-    with EmulatedCluster(kinds) as no_volcano, Running(no_volcano, configured("volcano")) as running:
+    with EmulatedCluster(kinds) as no_volcano, Running(no_volcano, configured("volcano"), tmp_path) as running:
         stored = no_volcano.create(raycluster("rc", worker_group("small-group", 2)))
-        wait_until(lambda: running.owners.gang("default", {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+        wait_until(lambda: running.worker.gangs.gang("default", {"apiVersion": "ray.io/v1", "kind": "RayCluster",
                                                              "name": "rc"}).cluster is not None)  # fmt: skip
         pod, outcome = running.admit(pod_of(stored))
         assert outcome.gang_reason == "crd-missing" and outcome.verdict == "withheld"
@@ -182,13 +172,13 @@ def test_without_the_crd_no_keys_until_it_is_installed(cluster: EmulatedCluster)
         assert running.controller.detail() is None and running.owners.detail() is None
 
 
-def test_a_group_object_we_did_not_create_is_left_alone(cluster: EmulatedCluster) -> None:
+def test_a_group_object_we_did_not_create_is_left_alone(cluster: EmulatedCluster, tmp_path: Path) -> None:
     """KubeRay's scheduler-plugins integration made PodGroup rc: not ours, never touched, pods defer."""
     kuberay_group = cluster.create({
         "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
         "metadata": {"name": "rc", "namespace": "default"}, "spec": {"minMember": 1},
     })  # fmt: skip
-    with Running(cluster, configured("coscheduling")) as running:
+    with Running(cluster, configured("coscheduling"), tmp_path) as running:
         stored = cluster.create(raycluster("rc", worker_group("small-group", 2)))
         wait_until(running.controller.wanted, message="the controller's plan")
         wait_until(lambda: metric("karta_admission_group_objects_deferred_total") > 0, message="deferred")
@@ -204,22 +194,29 @@ def test_a_group_object_we_did_not_create_is_left_alone(cluster: EmulatedCluster
         assert "scheduling.x-k8s.io/pod-group" not in pod["metadata"]["labels"]
 
 
-def test_only_the_leader_writes_and_a_new_leader_catches_up(cluster: EmulatedCluster) -> None:
-    with Running(cluster, configured("kai"), leader=False) as running:
+def test_only_the_leader_writes_and_a_new_leader_catches_up(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    """Another replica holds the Lease: this agent plans but writes nothing until it takes the Lease over."""
+    lease = cluster.create({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE_NAME, "namespace": LEASE_NAMESPACE},
+        "spec": {"holderIdentity": "another-replica", "leaseDurationSeconds": 3600,
+                 "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+    })  # fmt: skip
+    with Running(cluster, configured("kai"), tmp_path) as running:
         cluster.create(raycluster("rc", worker_group("small-group", 2)))
         wait_until(running.controller.wanted, message="the controller's plan")
         rounds = running.controller.rounds
         wait_until(lambda: running.controller.rounds > rounds + 3)
         assert cluster.requests("create", KAI_PODGROUPS) == 0
-        running.leader = True
-        running.controller.wake()
+        assert not running.run.agent.is_leader
+        cluster.delete(lease)  # the other replica released it
         group = wait_until(lambda: running.group_objects(KAI_PODGROUPS).get("rc"), message="the new leader's write")
         assert group["spec"]["subGroups"] == [{"name": "headgroup", "minMember": 1},
                                               {"name": "small-group", "minMember": 2}]  # fmt: skip
 
 
-def test_ours_changed_or_deleted_by_someone_is_put_back(cluster: EmulatedCluster) -> None:
-    with Running(cluster, configured("coscheduling")) as running:
+def test_ours_changed_or_deleted_by_someone_is_put_back(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    with Running(cluster, configured("coscheduling"), tmp_path) as running:
         cluster.create(raycluster("rc", worker_group("small-group", 2)))
         group = wait_until(lambda: running.group_objects(COSCHEDULING_PODGROUPS).get("rc"))
         cluster.patch(group, {"spec": {"minMember": 1}, "status": {"phase": "Running"}})
@@ -231,8 +228,8 @@ def test_ours_changed_or_deleted_by_someone_is_put_back(cluster: EmulatedCluster
                    != fixed["metadata"]["uid"], timeout=10, message="re-created")  # fmt: skip
 
 
-def test_a_field_no_longer_wanted_is_removed(cluster: EmulatedCluster) -> None:
-    with Running(cluster, configured("volcano")) as running:
+def test_a_field_no_longer_wanted_is_removed(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    with Running(cluster, configured("volcano"), tmp_path) as running:
         labelled = raycluster("rc", worker_group("small-group", 2))
         labelled["metadata"]["labels"] = {"volcano.sh/queue-name": "research"}
         stored = cluster.create(labelled)
@@ -267,7 +264,7 @@ def test_updated_object_keeps_what_others_own() -> None:
     assert "managedFields" not in body["metadata"]
 
 
-def test_schedulers_without_group_objects_start_nothing(cluster: EmulatedCluster) -> None:
+def test_schedulers_without_group_objects_start_nothing(cluster: EmulatedCluster, tmp_path: Path) -> None:
     for scheduler in ("kueue", "yunikorn", "custom", "none"):
         extra = {"custom": {"labels": {"example.com/g": "{group}"}}} if scheduler == "custom" else {}
         config = parse_config({"gang": {"scheduler": scheduler, **extra}}, "test")

@@ -46,10 +46,26 @@ class RunningServer:
         return worker_pids(self.process.pid)
 
 
-def worker_pids(master: int) -> list[int]:
-    """The gunicorn master's children: its workers."""
+def children_of(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children")
     return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def _is_agent(pid: int) -> bool:
+    try:
+        return b"\0agent\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn master's workers (its children but the cluster agent)."""
+    return [pid for pid in children_of(master) if not _is_agent(pid)]
+
+
+def agent_pids(master: int) -> list[int]:
+    """The cluster agent the master keeps running (one, or none between a restart)."""
+    return [pid for pid in children_of(master) if _is_agent(pid)]
 
 
 def memory_kb(pid: int, field: str) -> int:
@@ -66,21 +82,25 @@ def start_server(
     *extra: str,
     workers: int = 2,
     metrics_directory: bool = True,
+    kubeconfig: Path | None = None,
 ) -> RunningServer:
-    """metrics_directory=False starts it as `make run` does, without PROMETHEUS_MULTIPROC_DIR."""
+    """metrics_directory=False starts it as `make run` does, without PROMETHEUS_MULTIPROC_DIR;
+    kubeconfig: a cluster to talk to (the server spawns its agent), else --no-cluster."""
     certs = directory / "certs"
     write_bundle(make_bundle(["localhost"], ["127.0.0.1"], days=2), certs)
     config_file = directory / "config.yaml"
     config_file.write_text(yaml.safe_dump(config or {}))
     port = free_port()
     log_file = directory / "server.log"
-    env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in {"PROMETHEUS_MULTIPROC_DIR", "KUBECONFIG"}}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
     if metrics_directory:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(directory / "metrics")
     command = [
         sys.executable, "-m", "webhook.cli", "serve", "--bind", f"127.0.0.1:{port}",
         "--certfile", str(certs / "tls.crt"), "--keyfile", str(certs / "tls.key"),
-        "--config", str(config_file), "--no-cluster", "--workers", str(workers), *extra,
+        "--config", str(config_file), *([] if kubeconfig else ["--no-cluster"]), "--workers", str(workers), *extra,
     ]  # fmt: skip
     with log_file.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -115,10 +135,16 @@ def stop_server(server: RunningServer) -> None:
 
 @contextmanager
 def serving(
-    config: dict[str, Any] | None = None, *extra: str, workers: int = 2, metrics_directory: bool = True
+    config: dict[str, Any] | None = None,
+    *extra: str,
+    workers: int = 2,
+    metrics_directory: bool = True,
+    kubeconfig: Path | None = None,
 ) -> Iterator[RunningServer]:
     with tempfile.TemporaryDirectory(prefix="karta-e2e-") as directory:
-        server = start_server(Path(directory), config, *extra, workers=workers, metrics_directory=metrics_directory)
+        server = start_server(
+            Path(directory), config, *extra, workers=workers, metrics_directory=metrics_directory, kubeconfig=kubeconfig
+        )
         try:
             yield server
         finally:

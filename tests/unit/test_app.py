@@ -84,7 +84,7 @@ def test_readiness_details_do_not_make_the_server_unready() -> None:
     config = parse_config({}, "t")
     missing = "gang: the cluster does not serve scheduling.x-k8s.io/v1alpha1 PodGroup"
     admission = Admission.for_config(config, DefinitionSet.builtin())
-    state = ServerState(config, admission, [lambda: (True, "ok")], [lambda: None, lambda: missing])
+    state = ServerState(config, admission, [lambda: (True, "ok")], [lambda: [], lambda: [missing]])
     answer = create_app(state).test_client().get("/readyz")
     assert answer.status_code == 200
     assert answer.get_json() == {

@@ -50,12 +50,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=2, metavar="N", help="gunicorn worker processes (%(default)s)")
     serve.add_argument("--threads", type=int, default=4, metavar="N", help="threads per worker (%(default)s)")
     serve.add_argument(
+        "--agent",
+        choices=["auto", "spawn", "external", "none"],
+        default="auto",
+        help="the cluster agent, the one process that talks to the Kubernetes API: spawn it (auto: when a "
+        "cluster is configured, in-cluster or by kubeconfig), use one started apart (external, with --state), "
+        "or none (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="where the cluster agent publishes its state (default: a new temp dir)",
+    )
+    serve.add_argument(
         "--no-cluster",
         action="store_true",
-        help="do not talk to a Kubernetes API (no Karta watch, owner cache or certificate management)",
+        help="do not talk to a Kubernetes API (the same as --agent none: no Karta watch, owners, certificates)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _common(serve)
+
+    agent = commands.add_parser(
+        "agent",
+        help="the process that talks to the Kubernetes API for a server (serve starts it; see docs/architecture.md)",
+        description="Watch Karta definitions and the owners of Ray pods, keep the self-managed certificates "
+        "and, on the replica that holds the Lease, the gang group objects and the periodic audit; publish what "
+        "the server's workers need in a state file under --state.",
+    )
+    agent.add_argument("--state", type=Path, required=True, metavar="DIR", help="where to publish the state")
+    agent.add_argument("--kubeconfig", type=Path, metavar="FILE", help="default: in-cluster, then ~/.kube/config")
+    agent.add_argument("--context", metavar="NAME", help="kubeconfig context")
+    agent.add_argument("--parent-pid", type=int, metavar="PID", help="stop when this process is gone (serve sets it)")
+    agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _common(agent)
 
     check = commands.add_parser(
         "check",
@@ -152,6 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from webhook.cli.serve import serve_command
 
             return serve_command(args, _config(args))
+        if args.command == "agent":
+            # Before anything loads prometheus_client: the agent's samples join the server's.
+            from webhook.observability.multiprocess import prepare_directory
+
+            prepare_directory(keep_samples=True)
+            from webhook.cli.agent import agent_command
+
+            return agent_command(args, _config(args))
         if args.command == "check":
             from webhook.cli.check import check_command
 

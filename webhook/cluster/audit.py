@@ -3,25 +3,18 @@
 `karta-admission audit` lists every kind that has a definition (paginated), runs `Evaluator.verdict`
 on each object (objects from the API already carry their CRD defaults) and reports like `check`.
 RayClusters owned by a RayService or RayJob are skipped: their owner is checked, so each problem is
-reported once. `PeriodicAudit` runs the same audit every cluster.auditIntervalSeconds in one place
-per deployment (leader election on a Lease), optionally writing PolicyReports.
+reported once. `AuditLoop` runs the same audit every cluster.auditIntervalSeconds in the agent that
+holds the Lease (one place per deployment), optionally writing PolicyReports.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -36,22 +29,16 @@ from webhook.observability import logs, metrics
 from .kartas import cluster_definition_set
 from .kube import (
     CONNECTION_ERRORS,
-    SERVICE_ACCOUNT_DIR,
-    ClusterUnavailable,
     api_error,
-    close_client,
     connection_error,
     discover,
     iter_pages,
-    load_api_client,
 )
-from .leader import LeaseElector, LeaseTimings
 from .reports import ObjectRef, PolicyReportWriter, ReportStats, ReportsUnavailable
 
 log = logs.get("cluster.audit")
 
 PAGE_SIZE = 500
-DEFAULT_LEASE_NAME = "karta-admission-audit"
 
 
 @dataclass(frozen=True)
@@ -167,29 +154,16 @@ def prepare_evaluator(api_client: k8s.ApiClient, config: Config, base: Definitio
 # --- periodic audit ---------------------------------------------------------------------------
 
 
-def release_namespace() -> str:
-    """Where the audit's Lease lives: $POD_NAMESPACE, else the service account's namespace."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or "default"
-    except OSError:
-        return "default"
-
-
 class AuditLoop:
-    """The periodic audit in this process: a lease elector plus, while leading, an audit thread."""
+    """The periodic audit: while started (the agent starts it on the replica that holds the Lease),
+    one audit every cluster.auditIntervalSeconds, optionally writing PolicyReports."""
 
     def __init__(
         self,
         config: Config,
         api_client: k8s.ApiClient,
         *,
-        lease_namespace: str | None = None,
-        lease_name: str = DEFAULT_LEASE_NAME,
-        identity: str | None = None,
         interval_seconds: float | None = None,
-        timings: LeaseTimings | None = None,
         base: DefinitionSet | None = None,
     ) -> None:
         self.config = config
@@ -200,11 +174,6 @@ class AuditLoop:
         if self.interval <= 0:
             raise ValueError("the periodic audit needs cluster.auditIntervalSeconds > 0")
         self.base = base or load_definitions(config)
-        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
-        self.elector = LeaseElector(
-            api_client, lease_namespace or release_namespace(), lease_name, self.identity,
-            on_started_leading=self._start_auditing, on_stopped_leading=self._stop_auditing, timings=timings,
-        )  # fmt: skip
         self.runs = 0
         self.last_report: AuditReport | None = None
         self.last_stats: ReportStats | None = None
@@ -213,22 +182,17 @@ class AuditLoop:
         self._reports_missing_logged = False
 
     @property
-    def is_leader(self) -> bool:
-        return self.elector.is_leader
+    def running(self) -> bool:
+        return self._auditor is not None
 
     def start(self) -> None:
-        self.elector.start()
-
-    def stop(self) -> None:
-        self.elector.stop()
-        self._stop_auditing()
-
-    def _start_auditing(self) -> None:
+        if self._auditor is not None:
+            return
         self._halt.clear()
         self._auditor = threading.Thread(target=self._audit_loop, name="karta-admission-audit", daemon=True)
         self._auditor.start()
 
-    def _stop_auditing(self) -> None:
+    def stop(self) -> None:
         self._halt.set()
         auditor, self._auditor = self._auditor, None
         if auditor is not None and auditor is not threading.current_thread():
@@ -284,106 +248,3 @@ class AuditLoop:
                 logs.event(log, logging.ERROR, f"cluster.policyReports is on, but: {exc}")
                 self._reports_missing_logged = True
             report.errors.append(str(exc))
-
-
-_CHILD_MAIN = "import sys; from webhook.cluster.audit import _periodic_main; sys.exit(_periodic_main())"
-
-
-@dataclass(frozen=True)
-class _LoopParameters:
-    config: Config
-    kubeconfig: Path | None
-    context: str | None
-    lease_namespace: str | None
-    lease_name: str
-    identity: str | None
-    timings: LeaseTimings | None
-    log_level: str
-
-
-class PeriodicAudit:
-    """The periodic audit in a child process of its own, started and stopped by the server.
-
-    A child process rather than threads: gunicorn's master forks workers, and a fork while an audit
-    thread holds a lock (logging, metrics files, HTTP pools) would leave that lock held forever in the
-    new worker. The child talks to the cluster with its own client (in-cluster by default), elects a
-    leader among all replicas through the Lease and audits only while leading. It stops when asked
-    (SIGTERM, sent by stop()) or when its parent is gone.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        kubeconfig: Path | None = None,
-        context: str | None = None,
-        lease_namespace: str | None = None,
-        lease_name: str = DEFAULT_LEASE_NAME,
-        identity: str | None = None,
-        timings: LeaseTimings | None = None,
-        log_level: str = "info",
-    ) -> None:
-        if config.cluster.audit_interval_seconds <= 0:
-            raise ValueError("the periodic audit needs cluster.auditIntervalSeconds > 0")
-        self.parameters = _LoopParameters(
-            config, kubeconfig, context, lease_namespace, lease_name, identity, timings, log_level
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            return
-        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            [sys.executable, "-c", _CHILD_MAIN], stdin=subprocess.PIPE, close_fds=True
-        )
-        assert process.stdin is not None
-        process.stdin.write(pickle.dumps(self.parameters))
-        process.stdin.close()
-        self.process = process
-
-    def stop(self, timeout: float = 15.0) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        metrics.worker_exited(process.pid)  # its live gauges go with it
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def _periodic_main() -> int:
-    """Entry point of the PeriodicAudit child: parameters arrive pickled on stdin from the parent."""
-    parameters: _LoopParameters = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 (our parent wrote it)
-    logs.configure(parameters.log_level)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    parent = os.getppid()
-    try:
-        api_client = load_api_client(parameters.kubeconfig, parameters.context)
-    except ClusterUnavailable as exc:
-        logs.event(log, logging.ERROR, f"periodic audit disabled: {exc}")
-        return 1  # the child exits; the server keeps serving without a periodic audit
-    loop = AuditLoop(
-        parameters.config,
-        api_client,
-        lease_namespace=parameters.lease_namespace,
-        lease_name=parameters.lease_name,
-        identity=parameters.identity,
-        timings=parameters.timings,
-    )
-    loop.start()
-    while not stopping.wait(1.0):
-        if os.getppid() != parent:
-            break  # the server is gone
-    loop.stop()
-    close_client(api_client)
-    return 0

@@ -39,6 +39,7 @@ class _Accepted:
     definition: KartaDefinition
     created: str  # creationTimestamp (RFC 3339, UTC): compares as text
     name: str
+    obj: Mapping[str, Any]  # the Karta object as read, published for the server's workers
 
 
 class ClusterDefinitions:
@@ -47,7 +48,8 @@ class ClusterDefinitions:
     def __init__(self, base: Iterable[KartaDefinition]) -> None:
         self._base = {d.root_kind: d for d in base}
         self._accepted: dict[str, _Accepted] = {}
-        self._parsed: dict[str, tuple[str, KartaDefinition | None]] = {}  # name -> (resourceVersion, result)
+        # name -> (resourceVersion, result, the object parsed)
+        self._parsed: dict[str, tuple[str, KartaDefinition | None, Mapping[str, Any]]] = {}
         self._warned_conflicts: set[tuple[str, ...]] = set()
         self.refused: dict[str, str] = {}  # name -> why, for the versions currently in the cluster
 
@@ -75,12 +77,12 @@ class ClusterDefinitions:
         version = str(meta.get("resourceVersion") or "")
         cached = self._parsed.get(name)
         if cached is not None and cached[0] == version:
-            definition = cached[1]
+            definition, obj = cached[1], cached[2]
         else:
             definition = self._parse(name, obj)
-            self._parsed[name] = (version, definition)
+            self._parsed[name] = (version, definition, obj)
         if definition is not None:
-            self._accepted[name] = _Accepted(definition, str(meta.get("creationTimestamp") or "~"), name)
+            self._accepted[name] = _Accepted(definition, str(meta.get("creationTimestamp") or "~"), name, obj)
             self.refused.pop(name, None)
         # else: refused; the last good version of this Karta, if any, stays accepted.
 
@@ -91,13 +93,22 @@ class ClusterDefinitions:
 
     def effective(self) -> dict[GVK, KartaDefinition]:
         """One definition per root kind: cluster over base; among Kartas of one kind the oldest."""
+        result = dict(self._base)
+        result.update({kind: accepted.definition for kind, accepted in self._chosen().items()})
+        return result
+
+    def effective_objects(self) -> list[Mapping[str, Any]]:
+        """The Karta objects in force (one per root kind), as read from the cluster."""
+        return [accepted.obj for _, accepted in sorted(self._chosen().items())]
+
+    def _chosen(self) -> dict[GVK, _Accepted]:
         by_kind: dict[GVK, list[_Accepted]] = {}
         for accepted in self._accepted.values():
             by_kind.setdefault(accepted.definition.root_kind, []).append(accepted)
-        result = dict(self._base)
+        result: dict[GVK, _Accepted] = {}
         for kind, candidates in by_kind.items():
             candidates.sort(key=lambda a: (a.created, a.name))
-            result[kind] = candidates[0].definition
+            result[kind] = candidates[0]
             if len(candidates) > 1:
                 names = tuple(a.name for a in candidates)
                 if names not in self._warned_conflicts:

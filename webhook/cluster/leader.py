@@ -118,13 +118,13 @@ class LeaseElector:
     def _set_leading(self, leading: bool) -> None:
         if leading:
             self._leading.set()
-            metrics.AUDIT_LEADER.set(1)
+            metrics.LEADER.set(1)
             logs.event(log, logging.INFO, "acquired the lease", lease=f"{self.namespace}/{self.name}",
                        identity=self.identity)  # fmt: skip
             callback = self._on_started
         else:
             self._leading.clear()
-            metrics.AUDIT_LEADER.set(0)
+            metrics.LEADER.set(0)
             logs.event(log, logging.INFO, "no longer the leader", lease=f"{self.namespace}/{self.name}",
                        identity=self.identity)  # fmt: skip
             callback = self._on_stopped

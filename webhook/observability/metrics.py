@@ -182,9 +182,9 @@ AUDIT_OBJECTS = Gauge(
     ["result"],
     multiprocess_mode="livemax",
 )
-AUDIT_LEADER = Gauge(
-    "karta_admission_audit_leader",
-    "1 while this process holds the periodic audit's lease.",
+LEADER = Gauge(
+    "karta_admission_leader",
+    "1 while this agent holds the Lease: it runs the group-object controller and the periodic audit.",
     multiprocess_mode="livemax",
 )
 

@@ -15,13 +15,16 @@ from pathlib import Path
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare_directory() -> Path:
-    """An empty sample directory in PROMETHEUS_MULTIPROC_DIR: the given one, or a temporary one of our own."""
+def prepare_directory(*, keep_samples: bool = False) -> Path:
+    """An empty sample directory in PROMETHEUS_MULTIPROC_DIR: the given one, or a temporary one of our own.
+
+    keep_samples: a process that joins a running server (its cluster agent) keeps the samples there.
+    """
     given = os.environ.get(MULTIPROC_ENV)
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):  # samples of a previous run would be summed in
+        for stale in [] if keep_samples else path.glob("*.db"):  # samples of a previous run would be summed in
             stale.unlink()
         return path
     path = Path(tempfile.mkdtemp(prefix="karta-admission-metrics-"))

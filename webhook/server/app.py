@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +36,10 @@ class ServerState:
     # Readiness: (ready, reason). Definitions are loaded before the app exists; cluster watches add more.
     readiness: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
     # Conditions worth knowing that do not make the server unready (e.g. the gang scheduler's CRD is
-    # not installed, so no gang keys are written): each returns a sentence or None.
-    details: list[Callable[[], str | None]] = field(default_factory=list)
+    # not installed, so no gang keys are written): each returns its sentences.
+    details: list[Callable[[], Sequence[str]]] = field(default_factory=list)
+    # Called before each review: take what the cluster agent published since (new definitions).
+    refresh: Callable[[], None] | None = None
 
     def ready(self) -> tuple[bool, str]:
         for check in self.readiness:
@@ -66,6 +68,11 @@ def create_app(state: ServerState) -> Flask:
         except (orjson.JSONDecodeError, ReviewError) as exc:
             metrics.BAD_REQUESTS.labels(path, "400").inc()
             return _json({"error": f"not an AdmissionReview: {exc}"}, 400)
+        if state.refresh is not None:
+            try:
+                state.refresh()
+            except Exception:  # the definitions in hand still serve; the next review tries again
+                log.exception("cannot read the definitions the cluster agent published")
         try:
             outcome = handle(review)
         except Exception as exc:
@@ -115,7 +122,7 @@ def create_app(state: ServerState) -> Flask:
     def readyz() -> Response:
         ok, reason = state.ready()
         body: dict[str, Any] = {"status": "ready" if ok else "not ready", "reason": reason}
-        details = [text for detail in state.details if (text := detail())]
+        details = [text for detail in state.details for text in detail()]
         if details:
             body["details"] = details
         return _json(body, 200 if ok else 503)

@@ -6,11 +6,13 @@ The reasons for each value are in docs/tls-serving.md.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from webhook.server.companion import Companion, SupervisingArbiter
 from webhook.server.tls import gunicorn_on_starting, gunicorn_ssl_context
 
 WORKER_CLASS = "webhook.server.worker.TLSSafeThreadWorker"
@@ -80,10 +82,26 @@ class WebhookGunicornApp(BaseApplication):  # type: ignore[misc]
     connections) is shared between processes.
     """
 
-    def __init__(self, app_factory: Callable[[], WSGIApp], settings: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        app_factory: Callable[[], WSGIApp],
+        settings: Mapping[str, Any],
+        companions: Sequence[Companion] = (),
+    ) -> None:
         self._app_factory = app_factory
         self._settings = dict(settings)
+        self._companions = tuple(companions)
         super().__init__()
+
+    def run(self) -> None:
+        """gunicorn's master loop, keeping the companions (the cluster agent) running beside the workers."""
+        arbiter = SupervisingArbiter(self)
+        arbiter.companions = self._companions
+        try:
+            arbiter.run()
+        except RuntimeError as exc:
+            print(f"\nError: {exc}\n", file=sys.stderr)
+            sys.exit(1)
 
     def load_config(self) -> None:
         for name, value in self._settings.items():
