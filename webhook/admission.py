@@ -156,7 +156,9 @@ class NoOwnerIndex:
 class Admission:
     def __init__(self, checker: Checker, owners: OwnerIndex | None = None) -> None:
         self.checker = checker
-        self.owners: OwnerIndex = owners or NoOwnerIndex()
+        # `is None`, not truthiness: the owner cache has a length, and it is empty (falsy) when the
+        # server starts, before its first list; `or` would swap it for NoOwnerIndex for good.
+        self.owners: OwnerIndex = owners if owners is not None else NoOwnerIndex()
 
     @property
     def config(self) -> Config:

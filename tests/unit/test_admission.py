@@ -224,6 +224,21 @@ def test_coscheduling_label_and_size_from_the_owner() -> None:
     assert outcome.verdict == "patched" and outcome.notes == []
 
 
+def test_an_owner_index_that_is_empty_at_start_is_still_asked() -> None:
+    """The cluster owner cache has a length and is empty until its first list: it must be kept
+    (found through the real API server: the server replaced it for good with NoOwnerIndex)."""
+
+    class FillsLater(Owners):
+        def __len__(self) -> int:
+            return len(self.infos)
+
+    owners = FillsLater({})
+    adm = admission(owners=owners)
+    owners.infos = {("rayservice-sample-x7k2p", "raycluster", None): INFO}
+    outcome = adm.mutate(parse_review(review(ray_pod())))
+    assert owners.asked and outcome.notes == []
+
+
 def test_unknown_size_still_writes_the_group() -> None:
     patched, outcome = mutate(ray_pod())
     assert patched["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "rayservice-sample-x7k2p"
