@@ -16,7 +16,8 @@
 # (the source and Go's build cache are removed unless KEEP_BUILD_CACHE=1).
 #
 # Environment: TOOLS (default <repo>/.tools), KEEP_BUILD_CACHE=1, DEBIAN_MIRROR (default: the
-# Debian mirror of the machine's apt sources, else http://deb.debian.org/debian).
+# Debian mirror of the machine's apt sources, else http://deb.debian.org/debian); KUBE_APISERVER
+# set: nothing is built (the tests use that binary).
 set -euo pipefail
 
 K8S_VERSION=v1.20.2
@@ -45,12 +46,17 @@ up_to_date() {
   [ "$(built_version || true)" = "$K8S_VERSION" ] && [ "$(cat "$OUT.build-id" 2>/dev/null)" = "$BUILD_ID" ]
 }
 
-if up_to_date; then
+if [ -n "${KUBE_APISERVER:-}" ]; then
+  say "KUBE_APISERVER=$KUBE_APISERVER is set: the tests use it; nothing to build"
+  exit 0
+fi
+have_etcd() { [ -n "${ETCD:-}" ] || command -v etcd >/dev/null || [ -x "$BIN/etcd" ]; }
+if up_to_date && have_etcd; then
   say "$OUT is there ($BUILD_ID); nothing to build"
   exit 0
 fi
 if [ "${1:-}" = "--check" ]; then
-  say "$OUT is missing; run scripts/build-kube-apiserver.sh (or make test-apiserver)"
+  say "$OUT (or etcd) is missing; run scripts/build-kube-apiserver.sh (or make test-apiserver)"
   exit 1
 fi
 
@@ -70,18 +76,18 @@ mkdir -p "$BIN" "$WORK"
 # One build at a time (two `make` runs in parallel wait for each other).
 exec 9>"$WORK/.lock"
 flock 9
-if up_to_date; then
-  say "$OUT was built meanwhile; nothing to do"
-  exit 0
-fi
-say "building kube-apiserver $K8S_VERSION from Debian's '$SOURCE_PACKAGE' source package ($SOURCE_SUITE)"
-say "this takes about 7 minutes on 2 cores, once; the result is kept in $OUT"
-
 export DEBIAN_FRONTEND=noninteractive
 apt_install() {
   apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 \
     || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
 }
+if up_to_date; then
+  have_etcd || { say "installing etcd (Debian etcd-server)"; apt_install etcd-server; }
+  say "$OUT is there ($BUILD_ID); nothing to build"
+  exit 0
+fi
+say "building kube-apiserver $K8S_VERSION from Debian's '$SOURCE_PACKAGE' source package ($SOURCE_SUITE)"
+say "this takes about 7 minutes on 2 cores, once; the result is kept in $OUT"
 
 # 1. Toolchain. Kubernetes 1.20 vendors github.com/modern-go/reflect2 1.0.1, whose unsafe map
 #    iteration crashes on Go >= 1.18 (fixed in 1.0.2, same API); Debian ships 1.0.2 as a Go source

@@ -47,6 +47,14 @@ def webhook_configurations(rendered: list[dict[str, Any]]) -> list[dict[str, Any
     return [o for o in rendered if o["kind"] in WEBHOOK_KINDS]
 
 
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def rbac_objects(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ServiceAccount and the roles the chart grants it, for this rendering's features."""
+    return [o for o in rendered if o["kind"] in RBAC_KINDS]
+
+
 def server_config(rendered: list[dict[str, Any]]) -> dict[str, Any]:
     """The server configuration the chart renders into its ConfigMap (`config.yaml`)."""
     maps = [o for o in rendered if o["kind"] == "ConfigMap" and "config.yaml" in (o.get("data") or {})]
@@ -57,9 +65,10 @@ def server_config(rendered: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def for_local_server(
-    configurations: list[dict[str, Any]], base_url: str, ca_bundle: bytes | None
+    configurations: list[dict[str, Any]], base_url: str, ca_bundle: bytes | None, drop_match_conditions: bool = True
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """The configurations pointed at base_url, with the counted changes (module docstring)."""
+    """The configurations pointed at base_url, with the counted changes (module docstring);
+    matchConditions are kept for an API server that has them (drop_match_conditions=False)."""
     changes: Counter[str] = Counter()
     out = []
     for original in configurations:
@@ -73,7 +82,7 @@ def for_local_server(
             if ca_bundle is not None:
                 client_config["caBundle"] = base64.b64encode(ca_bundle).decode()
                 changes[CA_BUNDLE_SET] += 1
-            if webhook.pop("matchConditions", None) is not None:
+            if drop_match_conditions and webhook.pop("matchConditions", None) is not None:
                 changes[MATCH_CONDITIONS_DROPPED] += 1
         out.append(configuration)
     return out, changes

@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 
 from . import chart, objects
-from .cluster import REQUIRE_ENV, APIError, LocalAPIServer, Unavailable, find_binaries, local_apiserver, wait_until
+from .cluster import (
+    MATCH_CONDITIONS_SINCE,
+    REQUIRE_ENV,
+    APIError,
+    LocalAPIServer,
+    Unavailable,
+    find_binaries,
+    local_apiserver,
+    wait_until,
+)
 from .product import WebhookServer, make_certs
 
 PROBE_NAMESPACE = "karta-probe"
@@ -163,6 +172,27 @@ def webhook_configurations(apiserver: LocalAPIServer) -> Iterator[WebhookConfigu
     configurations.remove()
 
 
+def chart_identity(apiserver: LocalAPIServer, rendered: list[dict[str, Any]], workdir: Path) -> Path:
+    """Install the ServiceAccount and exactly the roles this rendering of the chart grants (roles of
+    earlier renderings removed first), and return a kubeconfig with that account's token: the server
+    then runs with the chart's least-privilege RBAC, checked by the real RBAC authorizer."""
+    apiserver.create_namespace(chart.NAMESPACE)
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    for path in (
+        f"{rbac}/clusterrolebindings",
+        f"{rbac}/clusterroles",
+        f"{rbac}/namespaces/{chart.NAMESPACE}/rolebindings",
+        f"{rbac}/namespaces/{chart.NAMESPACE}/roles",
+    ):
+        with contextlib.suppress(APIError):
+            apiserver.request("DELETE", f"{path}/{chart.RELEASE}")
+    objects_ = chart.rbac_objects(rendered)
+    apiserver.apply_objects(objects_)
+    [account] = [o for o in objects_ if o["kind"] == "ServiceAccount"]
+    meta = account["metadata"]
+    return apiserver.service_account_kubeconfig(meta["namespace"], meta["name"], workdir / "kubeconfig-chart-sa")
+
+
 @dataclasses.dataclass
 class ChartDeployment:
     """The chart's webhook configurations in the API server, served by one `karta-admission serve`."""
@@ -194,18 +224,24 @@ def deploy_chart(
 ) -> Iterator[ChartDeployment]:
     """Render the chart (certificates in `provided` mode with the test CA, so the chart itself
     writes caBundle), start the server with the configuration the chart renders, and apply the
-    chart's webhook configurations pointed at it (tests/apiserver/chart.py lists the changes)."""
+    chart's webhook configurations pointed at it (tests/apiserver/chart.py lists the changes).
+    With cluster access, the server acts as the chart's ServiceAccount with the chart's RBAC."""
     provided = {"secretName": "karta-admission-tls", "caBundle": (tls_dir / "ca.crt").read_text()}
     values = _merge({"certificates": {"mode": "provided", "provided": provided}}, values or {})
     workdir.mkdir(parents=True, exist_ok=True)
     rendered = chart.render(workdir / "helm", values)
     args = ["--log-level", "debug"] + ([] if cluster else ["--no-cluster"])
+    if cluster:
+        env = {"KUBECONFIG": str(chart_identity(apiserver, rendered, workdir)), **(env or {})}
     server = WebhookServer(apiserver, workdir, name, config=chart.server_config(rendered), args=args,
                            tls_dir=tls_dir, env=env)  # fmt: skip
     installed = WebhookConfigurations(apiserver)
     try:
         server.start()
-        configurations, changes = chart.for_local_server(chart.webhook_configurations(rendered), server.base_url, None)
+        configurations, changes = chart.for_local_server(
+            chart.webhook_configurations(rendered), server.base_url, None,
+            drop_match_conditions=apiserver.minor < MATCH_CONDITIONS_SINCE,
+        )  # fmt: skip
         installed.apply(configurations, witness=server)
         yield ChartDeployment(server, rendered, configurations, changes, installed)
     finally:

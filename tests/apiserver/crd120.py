@@ -118,13 +118,16 @@ def rewrite_crd(crd: Mapping[str, Any], changes: Counter[str]) -> dict[str, Any]
     return out
 
 
+def load_file(path: Path) -> list[dict[str, Any]]:
+    with path.open() as handle:
+        return [d for d in yaml.load_all(handle, Loader=Loader) if d]
+
+
 def rewrite_file(path: Path) -> Rewritten:
     """Every CRD of a YAML file, rewritten, with the counted changes."""
     result = Rewritten(path.name, [])
-    with path.open() as handle:
-        for document in yaml.load_all(handle, Loader=Loader):
-            if document:
-                result.documents.append(rewrite_crd(document, result.changes))
+    for document in load_file(path):
+        result.documents.append(rewrite_crd(document, result.changes))
     return result
 
 

@@ -10,6 +10,7 @@ cover what a real server cannot be made to do: injected faults, expired watches,
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import datetime
 import json
@@ -22,12 +23,14 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from webhook import certs
 
 from . import chart, objects
-from .cluster import ROOT, LocalAPIServer, wait_until
-from .conftest import WebhookConfigurations, deploy_chart
+from .cluster import MATCH_CONDITIONS_SINCE, ROOT, APIError, LocalAPIServer, wait_until
+from .conftest import WebhookConfigurations, chart_identity, deploy_chart
 from .product import WebhookServer, run_cli
 
 pytestmark = pytest.mark.apiserver
@@ -77,8 +80,12 @@ def test_a_karta_in_the_cluster_replaces_the_built_in_definition(
         code, output = _apply(apiserver, karta)
         assert code == 0, output
         try:
-            code, output = wait_until(lambda: (v := verdict())[0] == 1 and v, timeout=20,
-                                      message="the watched Karta to take effect")  # fmt: skip
+
+            def denied() -> str:
+                code, output = verdict()
+                return output if code == 1 else ""
+
+            output = wait_until(denied, timeout=20, message="the watched Karta to take effect")
             assert "replicas 2 is above maxReplicas 1" in output
             # An invalid version is refused and the last good one keeps serving.
             broken = copy.deepcopy(karta)
@@ -154,9 +161,12 @@ def test_self_managed_certificates_through_the_api_server(
     # The two changes for this machine: files in a scratch directory, and the certificate's first
     # name `localhost` (the name the API server calls the URL by) instead of the Service's.
     self_managed.update(dir=str(tmp_path / "tls"), serviceName="localhost", caPropagationSeconds=2)
+    kubeconfig = chart_identity(apiserver, rendered, tmp_path)  # the chart's ServiceAccount and RBAC
     server = WebhookServer(apiserver, tmp_path, "self-managed", config=config, args=["--log-level", "debug"],
-                           )  # fmt: skip
-    configurations, _ = chart.for_local_server(chart.webhook_configurations(rendered), server.base_url, None)
+                           env={"KUBECONFIG": str(kubeconfig)})  # fmt: skip
+    configurations, _ = chart.for_local_server(
+        chart.webhook_configurations(rendered), server.base_url, None, apiserver.minor < MATCH_CONDITIONS_SINCE
+    )
     installed = WebhookConfigurations(apiserver)
     ns = namespace()
     counter = iter(range(1000))
@@ -235,11 +245,14 @@ def test_self_managed_certificates_through_the_api_server(
 
 
 def _lease_holder(apiserver: LocalAPIServer, ns: str) -> str:
+    """The Lease's holder, read with the kubernetes Python client's typed API."""
     try:
-        lease = apiserver.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/karta-admission-audit")
-    except Exception:
-        return ""
-    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+        lease = k8s.CoordinationV1Api(apiserver.client()).read_namespaced_lease("karta-admission-audit", ns)
+    except ApiException as exc:
+        if exc.status == 404:
+            return ""
+        raise
+    return str((lease.spec and lease.spec.holder_identity) or "")
 
 
 def _holder_pid(holder: str) -> int:
@@ -254,7 +267,8 @@ def _reports(apiserver: LocalAPIServer, ns: str) -> list[dict[str, Any]]:
 def test_two_servers_elect_one_auditor_and_hand_over_on_stop(
     apiserver: LocalAPIServer, tls_dir: Path, tmp_path: Path, namespace: Callable[..., str]
 ) -> None:
-    lease_ns, ns = namespace("lease"), namespace()
+    # The chart's Role allows the Lease in the release namespace only.
+    lease_ns, ns = RELEASE_NAMESPACE, namespace()
     code, output = _apply(apiserver, objects.raycluster("audited", ns, replicas=5, max_replicas=2))
     assert code == 0, output  # no webhook configuration in this test: stored as is
     provided = {"secretName": "x", "caBundle": (tls_dir / "ca.crt").read_text()}
@@ -263,6 +277,9 @@ def test_two_servers_elect_one_auditor_and_hand_over_on_stop(
         "cluster": {"auditIntervalSeconds": 2, "auditNamespaces": [ns], "policyReports": True},
     })  # fmt: skip
     config = chart.server_config(rendered)
+    kubeconfig = chart_identity(apiserver, rendered, tmp_path)
+    with contextlib.suppress(APIError):
+        apiserver.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{lease_ns}/leases/karta-admission-audit")
     servers = [
         WebhookServer(
             apiserver,
@@ -270,7 +287,7 @@ def test_two_servers_elect_one_auditor_and_hand_over_on_stop(
             name,
             config=config,
             tls_dir=tls_dir,
-            env={"POD_NAMESPACE": lease_ns},
+            env={"POD_NAMESPACE": lease_ns, "KUBECONFIG": str(kubeconfig)},
         )
         for name in ("a", "b")
     ]
@@ -288,8 +305,12 @@ def test_two_servers_elect_one_auditor_and_hand_over_on_stop(
         # The leader stops: it releases the lease and the other server takes over at once.
         stopped_at = time.monotonic()
         first.stop()
-        new_holder = wait_until(lambda: (h := _lease_holder(apiserver, lease_ns)) and h != holder and h, timeout=20,
-                                message="the second server to take the lease")  # fmt: skip
+
+        def other_holder() -> str:
+            current = _lease_holder(apiserver, lease_ns)
+            return current if current != holder else ""
+
+        new_holder = wait_until(other_holder, timeout=20, message="the second server to take the lease")
         takeover = time.monotonic() - stopped_at
         assert _holder_pid(new_holder) in second.pids()
         assert takeover < 10, takeover  # well inside the 15 s lease: released, not expired
@@ -360,3 +381,39 @@ def test_audit_command_and_policy_reports(apiserver: LocalAPIServer, namespace: 
     reports = {r["scope"]["name"]: r for r in _reports(apiserver, ns)}
     assert set(reports) == {"broken", "gpu-head"}
     assert reports["broken"]["summary"]["fail"] == 0
+
+
+# --- the chart's RBAC, checked by the real authorizer ---
+
+
+def test_the_charts_service_account_may_do_what_the_server_needs_and_nothing_else(
+    apiserver: LocalAPIServer, tmp_path: Path
+) -> None:
+    """Every feature on (self-managed certificates, periodic audit with PolicyReports): what the
+    server's code does is allowed (the tests above run with this identity), the rest is not."""
+    rendered = chart.render(tmp_path / "helm", {"cluster": {"auditIntervalSeconds": 60, "policyReports": True}})
+    kubeconfig = chart_identity(apiserver, rendered, tmp_path)
+
+    def can(*args: str) -> bool:
+        result = apiserver.kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", *args)
+        assert result.stdout.strip() in {"yes", "no"}, result.output
+        return result.stdout.strip() == "yes"
+
+    ns = RELEASE_NAMESPACE
+    allowed = [
+        ("watch", "kartas.run.ai"), ("list", "rayclusters.ray.io", "-A"), ("watch", "rayservices.ray.io", "-A"),
+        ("create", "secrets", "-n", ns), ("update", "secret/karta-admission-tls", "-n", ns),
+        ("update", "validatingwebhookconfigurations/karta-admission"),
+        ("patch", "mutatingwebhookconfigurations/karta-admission"),
+        ("create", "leases.coordination.k8s.io", "-n", ns), ("update", "leases/karta-admission-audit", "-n", ns),
+        ("create", "policyreports.wgpolicyk8s.io", "-n", "team-a"), ("delete", "policyreports.wgpolicyk8s.io", "-A"),
+    ]  # fmt: skip
+    refused = [
+        ("get", "secret/other", "-n", ns), ("list", "secrets", "-n", ns), ("get", "secrets", "-n", "default"),
+        ("update", "validatingwebhookconfigurations/someone-elses"), ("create", "validatingwebhookconfigurations"),
+        ("create", "rayclusters.ray.io", "-n", "default"), ("update", "leases/other", "-n", ns),
+        ("create", "leases.coordination.k8s.io", "-n", "default"), ("create", "pods", "-n", "default"),
+        ("update", "kartas.run.ai"),
+    ]  # fmt: skip
+    assert [a for a in allowed if not can(*a)] == []
+    assert [r for r in refused if can(*r)] == []

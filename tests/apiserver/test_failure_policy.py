@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from . import chart, objects
-from .cluster import LocalAPIServer
+from .cluster import MATCH_CONDITIONS_SINCE, LocalAPIServer
 from .conftest import WebhookConfigurations, deploy_chart
 
 pytestmark = pytest.mark.apiserver
@@ -101,7 +101,10 @@ def test_a_hung_webhook_times_out_after_the_charts_timeouts(
     installed = WebhookConfigurations(apiserver)
     with _black_hole() as port:
         configurations, _ = chart.for_local_server(
-            chart.webhook_configurations(rendered), f"https://localhost:{port}", (tls_dir / "ca.crt").read_bytes()
+            chart.webhook_configurations(rendered),
+            f"https://localhost:{port}",
+            (tls_dir / "ca.crt").read_bytes(),
+            drop_match_conditions=apiserver.minor < MATCH_CONDITIONS_SINCE,
         )
         try:
             installed.apply(configurations, witness=None)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from . import objects
-from .cluster import LocalAPIServer, wait_until
+from .cluster import MATCH_CONDITIONS_SINCE, NO_MATCH_CONDITIONS, LocalAPIServer, wait_until
 from .conftest import ChartDeployment, deploy_chart
 
 pytestmark = pytest.mark.apiserver
@@ -137,3 +137,17 @@ def test_a_ray_labelled_pod_not_controlled_by_a_raycluster_is_left_alone(
     created = _create(apiserver, pod)
     assert GROUP_LABEL not in created["metadata"]["labels"]
     assert not created["metadata"].get("annotations")
+
+
+def test_the_charts_match_condition_keeps_pods_of_other_controllers_away(
+    apiserver: LocalAPIServer, deployment: ChartDeployment, namespace: Callable[..., str]
+) -> None:
+    """With matchConditions in force, a Ray-labelled pod not controlled by a RayCluster is not even
+    sent to the webhook (skipped on 1.20, which cannot express it)."""
+    if apiserver.minor < MATCH_CONDITIONS_SINCE:
+        pytest.skip(NO_MATCH_CONDITIONS)
+    ns = namespace()
+    pod = objects.ray_pod("stray", ns, "stray", "11111111-0000-4000-8000-000000000000", owner_kind="ReplicaSet")
+    pod["metadata"]["ownerReferences"][0]["apiVersion"] = "apps/v1"
+    _create(apiserver, pod)
+    assert not [line for line in deployment.server.reviews() if '"name":"stray"' in line and ns in line]

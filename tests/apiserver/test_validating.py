@@ -18,7 +18,7 @@ import pytest
 from tests.corpus import ray_objects
 
 from . import objects
-from .cluster import APIError, LocalAPIServer, wait_until
+from .cluster import CEL_IN_CRDS_SINCE, NO_CRD_CEL, APIError, LocalAPIServer, wait_until
 from .conftest import ChartDeployment, deploy_chart, wait_validated
 from .product import run_cli
 
@@ -226,7 +226,7 @@ def test_audit_mode_allows_warns_and_annotates(
     assert _exists(apiserver, "RayJob", ns, "audited")
 
     # The API server records the webhook's audit annotations, prefixed with the webhook's name.
-    def create_event() -> dict | None:
+    def create_event() -> dict[str, Any] | None:
         for event in apiserver.audit_events():
             ref = event.get("objectRef") or {}
             if (ref.get("namespace"), ref.get("name"), event.get("verb")) == (ns, "audited", "create") and (
@@ -236,6 +236,7 @@ def test_audit_mode_allows_warns_and_annotates(
         return None
 
     event = wait_until(create_event, timeout=10, message="the audit event of the create")
+    assert event is not None
     annotations = event["annotations"]
     prefix = "validate-audit.karta-admission.io/"
     assert annotations[prefix + "mode"] == "audit"
@@ -284,3 +285,19 @@ def test_the_kuberay_samples_get_the_verdict_karta_admission_check_gives(
             )
     assert not mismatches, "\n".join(map(str, mismatches))
     assert len(documents) >= 80  # KubeRay's samples hold 82 Ray objects
+
+
+def test_kuberays_own_crd_rules_are_enforced_before_the_webhook(
+    apiserver: LocalAPIServer, deployment: ChartDeployment, namespace: Callable[..., str]
+) -> None:
+    """KubeRay's CEL rule on managedBy refuses the object in the API server itself (skipped on 1.20,
+    where the rule is removed from the CRD)."""
+    if apiserver.minor < CEL_IN_CRDS_SINCE:
+        pytest.skip(NO_CRD_CEL)
+    ns = namespace()
+    cluster = objects.raycluster("managed", ns)
+    cluster["spec"]["managedBy"] = "someone-else"
+    code, _, err = _apply(apiserver, cluster)
+    assert code == 1
+    assert "the managedBy field value must be either" in err
+    assert not [line for line in deployment.server.reviews() if '"name":"managed"' in line]
