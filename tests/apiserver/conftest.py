@@ -1,8 +1,10 @@
 """Fixtures for the tests that go through a real kube-apiserver (marker `apiserver`).
 
-One etcd + kube-apiserver per test session (per xdist worker, and every test here is in the xdist
-group "apiserver", so with `-n 2 --dist loadgroup` one worker runs them all and one server set
-exists at most). Tests isolate themselves by namespace; cluster-scoped objects they create (webhook
+One etcd + kube-apiserver per test session. Every test module here marks itself
+`xdist_group("apiserver")`, so that with `-n 2 --dist loadgroup` one worker runs them all; and a
+lock file makes xdist workers take turns, so one server set exists at most per checkout even where
+the grouping does not work (`make test` runs these tests in a process of their own anyway).
+Tests isolate themselves by namespace; cluster-scoped objects they create (webhook
 configurations, Kartas) are removed when they end.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import itertools
 import os
 import secrets
@@ -24,6 +27,7 @@ from . import chart, objects
 from .cluster import (
     MATCH_CONDITIONS_SINCE,
     REQUIRE_ENV,
+    ROOT,
     APIError,
     LocalAPIServer,
     Unavailable,
@@ -36,12 +40,6 @@ from .product import WebhookServer, make_certs
 PROBE_NAMESPACE = "karta-probe"
 _SUMMARY: list[str] = []
 _probe_names = itertools.count()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("apiserver") is not None:
-            item.add_marker(pytest.mark.xdist_group("apiserver"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -57,17 +55,24 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServ
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"{REQUIRE_ENV} is set but {exc}")
         pytest.skip(str(exc))
-    with local_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
-        server.create_namespace(PROBE_NAMESPACE)
-        t = server.timings
-        _SUMMARY.append(
-            f"real API server: kube-apiserver {server.version} on {server.url}, etcd "
-            f"({server.binaries.etcd}); started in {t.etcd_s:.1f} s (etcd) + {t.apiserver_s:.1f} s "
-            f"(kube-apiserver), CRDs established in {t.crds_s:.1f} s; RSS idle "
-            f"{_mib(t.rss_idle_mib)}, with the CRDs {_mib(t.rss_loaded_mib)}"
-        )
-        yield server
-        _SUMMARY.append(f"real API server: RSS at the end of the suite {_mib(server.rss())}")
+    # xdist_group keeps these tests on one worker, but pytest-xdist 3.8 cannot group under pytest 9
+    # (it renames items through an attribute pytest 9 no longer reads), so two workers may both
+    # want a server: they take turns, never two server sets of one checkout at once.
+    lock_path = ROOT / ".tools" / "apiserver-session.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, after the server stopped
+        with local_apiserver(tmp_path_factory.mktemp("apiserver")) as server:
+            server.create_namespace(PROBE_NAMESPACE)
+            t = server.timings
+            _SUMMARY.append(
+                f"real API server: kube-apiserver {server.version} on {server.url}, etcd "
+                f"({server.binaries.etcd}); started in {t.etcd_s:.1f} s (etcd) + {t.apiserver_s:.1f} s "
+                f"(kube-apiserver), CRDs established in {t.crds_s:.1f} s; RSS idle "
+                f"{_mib(t.rss_idle_mib)}, with the CRDs {_mib(t.rss_loaded_mib)}"
+            )
+            yield server
+            _SUMMARY.append(f"real API server: RSS at the end of the suite {_mib(server.rss())}")
 
 
 def _mib(values: Mapping[str, float]) -> str:

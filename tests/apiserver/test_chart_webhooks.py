@@ -20,7 +20,8 @@ from . import chart, objects
 from .cluster import METADATA_NAME_LABEL, LocalAPIServer, wait_until
 from .conftest import ChartDeployment, deploy_chart
 
-pytestmark = pytest.mark.apiserver
+# One server set per session, in one xdist worker (-n 2 --dist loadgroup).
+pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
 
 MODE_LABEL = "karta-admission.io/mode"
 GROUP_LABEL = "scheduling.x-k8s.io/pod-group"

@@ -33,7 +33,8 @@ from .cluster import MATCH_CONDITIONS_SINCE, ROOT, APIError, LocalAPIServer, wai
 from .conftest import WebhookConfigurations, chart_identity, deploy_chart
 from .product import WebhookServer, run_cli
 
-pytestmark = pytest.mark.apiserver
+# One server set per session, in one xdist worker (-n 2 --dist loadgroup).
+pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
 
 SAMPLES = ROOT / "docs" / "samples"
 RELEASE_NAMESPACE = chart.NAMESPACE

@@ -13,7 +13,8 @@ from . import objects
 from .cluster import CEL_IN_CRDS_SINCE, SERVER_VERSION, LocalAPIServer
 from .test_crd120 import EXPECTED
 
-pytestmark = pytest.mark.apiserver
+# One server set per session, in one xdist worker (-n 2 --dist loadgroup).
+pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
 
 
 def test_the_server_is_kube_apiserver_1_20_on_loopback(apiserver: LocalAPIServer) -> None:

@@ -22,7 +22,8 @@ from .cluster import CEL_IN_CRDS_SINCE, NO_CRD_CEL, APIError, LocalAPIServer, wa
 from .conftest import ChartDeployment, deploy_chart, wait_validated
 from .product import run_cli
 
-pytestmark = pytest.mark.apiserver
+# One server set per session, in one xdist worker (-n 2 --dist loadgroup).
+pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
 
 MODE_LABEL = "karta-admission.io/mode"
 # One HTTP Warning header per webhook warning: 299 - "[rule-id] path: message"
