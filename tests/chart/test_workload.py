@@ -236,6 +236,10 @@ def test_rbac_defaults_exactly(render_set) -> None:
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["karta-admission-tls"],
          "verbs": ["get", "update", "patch"]},
+        # The group-object controller runs on the replica that holds the Lease.
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["karta-admission-leader"],
+         "verbs": ["get", "update"]},
     ]  # fmt: skip
 
 
@@ -253,10 +257,10 @@ def test_rbac_with_audit_reports_and_extra_kinds_exactly(render_set) -> None:
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
          "resourceNames": ["karta-admission"], "verbs": ["get", "update", "patch"]},
     ]  # fmt: skip
-    # The background audit elects one replica with a Lease in the release namespace.
+    # The group-object controller and the background audit run on the replica that holds the Lease.
     assert _rules(rendered, "Role")[2:] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["karta-admission-audit"],
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["karta-admission-leader"],
          "verbs": ["get", "update"]},
     ]  # fmt: skip
 

@@ -241,6 +241,19 @@ def test_no_keys_and_no_scheduler_name_unless_the_group_object_is_expected(
     assert outcome.verdict == "withheld" and outcome.gang_reason == reason
 
 
+def test_a_gang_index_that_is_empty_at_start_is_still_asked() -> None:
+    """An index with a length, empty until its first list, must be kept (found through the real API
+    server: `owners or NoCluster()` replaced the server's owner cache for good)."""
+
+    class FillsLater(Gangs):
+        def __len__(self) -> int:
+            return len(self.plans)
+
+    gangs = FillsLater(config())
+    mutate(ray_pod(), config(), gangs)
+    assert gangs.asked == [("default", CLUSTER_NAME)]
+
+
 def test_second_pass_yields_no_patch() -> None:
     for scheduler in ("coscheduling", "volcano", "kueue", "kai", "yunikorn"):
         cfg = config(scheduler)

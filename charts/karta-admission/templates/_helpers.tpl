@@ -141,7 +141,8 @@ annotations:
     "ownerCache" $v.cluster.ownerCache
     "auditIntervalSeconds" (int $v.cluster.auditIntervalSeconds)
     "auditNamespaces" $v.cluster.auditNamespaces
-    "policyReports" $v.cluster.policyReports)
+    "policyReports" $v.cluster.policyReports
+    "excludeNamespaces" $v.webhook.excludeNamespaces)
 -}}
 {{- /* Without the mutating webhook no pod gets gang keys: no group objects either. */}}
 {{- $gang := dict "scheduler" (ternary $v.gang.scheduler "none" $v.mutation.enabled) -}}
