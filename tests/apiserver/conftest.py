@@ -237,7 +237,9 @@ def deploy_chart(
     rendered = chart.render(workdir / "helm", values)
     args = ["--log-level", "debug"] + ([] if cluster else ["--no-cluster"])
     if cluster:
-        env = {"KUBECONFIG": str(chart_identity(apiserver, rendered, workdir)), **(env or {})}
+        # As the chart's Deployment sets it (downward API): the Lease lives in the release namespace.
+        env = {"KUBECONFIG": str(chart_identity(apiserver, rendered, workdir)), "POD_NAMESPACE": chart.NAMESPACE,
+               **(env or {})}  # fmt: skip
     server = WebhookServer(apiserver, workdir, name, config=chart.server_config(rendered), args=args,
                            tls_dir=tls_dir, env=env)  # fmt: skip
     installed = WebhookConfigurations(apiserver)

@@ -1,8 +1,9 @@
 """Pod mutation through a real kube-apiserver: the API server applies our JSON patch to Ray pods.
 
 The chart's MutatingWebhookConfiguration (objectSelector on KubeRay's pod labels) calls
-`karta-admission serve` running with cluster access, so its owner cache watches the RayClusters
-in this API server and knows each gang's size. Pods are created as KubeRay creates them (labels,
+`karta-admission serve` running with cluster access, so its cluster agent watches the RayClusters
+in this API server, publishes them for the workers and (holding the Lease) creates their
+PodGroups. Pods are created as KubeRay creates them (labels,
 controller reference to the RayCluster) and read back from the API server.
 """
 
@@ -80,6 +81,29 @@ def test_a_ray_pod_comes_back_with_the_gang_metadata(
     assert head["metadata"]["labels"][GROUP_LABEL] == "gang"
 
 
+def test_the_agent_creates_the_podgroup_the_pods_name(
+    apiserver: LocalAPIServer, deployment: ChartDeployment, namespace: Callable[..., str]
+) -> None:
+    """The leader's group-object controller writes scheduler-plugins' PodGroup through the API server,
+    which checks it against the scheduler's own CRD schema; it is owned by the RayCluster."""
+    ns = namespace()
+    cluster = _raycluster(apiserver, "grouped", ns, replicas=3)
+
+    def podgroup() -> dict[str, Any] | None:
+        result = apiserver.kubectl("get", "podgroups.scheduling.x-k8s.io", "-n", ns, "grouped", "-o", "json")
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    group = wait_until(podgroup, timeout=30, message="the PodGroup")
+    assert group["spec"]["minMember"] == 4  # head + 3 workers
+    (owner,) = group["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("RayCluster", "grouped", cluster["metadata"]["uid"])
+    assert group["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "karta-admission"
+    wait_until(_size_known(apiserver, cluster, "4"), timeout=20, message="the agent's published owner")
+    pod = _create(apiserver, objects.ray_pod("grouped-worker", ns, "grouped", cluster["metadata"]["uid"]))
+    assert pod["metadata"]["labels"][GROUP_LABEL] == group["metadata"]["name"]
+    assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
+
+
 def test_the_size_follows_the_raycluster_through_the_watch(
     apiserver: LocalAPIServer, deployment: ChartDeployment, namespace: Callable[..., str]
 ) -> None:
@@ -95,12 +119,13 @@ def test_the_size_follows_the_raycluster_through_the_watch(
 def test_a_pod_of_another_raycluster_with_the_same_name_gets_no_size(
     apiserver: LocalAPIServer, deployment: ChartDeployment, namespace: Callable[..., str]
 ) -> None:
-    """The owner is matched by uid: a stale reference gets the group label but no size."""
+    """The owner is matched by uid: a stale reference gets no gang keys at all (a key for a gang that
+    is not known could name a group that never appears)."""
     ns = namespace()
     cluster = _raycluster(apiserver, "recreated", ns, replicas=1)
     wait_until(_size_known(apiserver, cluster, "2"), timeout=20, message="size 2")
     pod = _create(apiserver, objects.ray_pod("old-pod", ns, "recreated", "00000000-0000-4000-8000-000000000000"))
-    assert pod["metadata"]["labels"][GROUP_LABEL] == "recreated"
+    assert GROUP_LABEL not in pod["metadata"]["labels"]
     assert SIZE_ANNOTATION not in (pod["metadata"].get("annotations") or {})
 
 

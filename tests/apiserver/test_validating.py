@@ -56,8 +56,8 @@ def test_a_broken_ray_object_is_denied_with_kubectls_message_and_exit_code(
     code, out, err = _apply(apiserver, broken)
     path = objects.WORKER_PATH[kind]
     expected = (
-        f"The {kind} \"too-many\" is invalid: {path}.replicas: worker 'small-group': replicas 5 is above "
-        "maxReplicas 2, so only 2 would run [replicas-within-bounds]"
+        f'The {kind} "too-many" is invalid: {path}.replicas: worker group "small-group": replicas 5 is '
+        "above maxReplicas 2; KubeRay would run 2 [replicas-within-bounds]"
     )
     assert code == 1, out + err
     assert expected in err
