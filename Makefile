@@ -8,7 +8,7 @@ TOOLS := .tools/bin
 CERTS := certs
 BIND ?= 127.0.0.1:8443
 
-.PHONY: help venv tools kube-apiserver certs run test test-fast test-apiserver lint fmt bench fuzz crd-defaults clean
+.PHONY: help venv tools kube-apiserver certs run test test-fast test-apiserver lint fmt bench fuzz crd-defaults image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -80,6 +80,15 @@ fuzz: $(STAMP) ## long fuzzing run of the HTTP endpoints (100,000 generated revi
 
 crd-defaults: $(STAMP) ## regenerate webhook/kube/data/crd_defaults.json from KubeRay's CRDs
 	$(BIN)/python scripts/gen_crd_defaults.py --out webhook/kube/data/crd_defaults.json tests/data/corpus/kuberay/crd/ray.io_*.yaml
+
+IMAGE ?= karta-admission:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+image: ## build the container image with docker, podman or buildah, whichever works here (IMAGE=repo:tag)
+	@if docker info >/dev/null 2>&1; then docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null; then podman build -t $(IMAGE) .; \
+	elif command -v buildah >/dev/null; then buildah bud -t $(IMAGE) .; \
+	else echo "no image builder here (docker with a running engine, podman or buildah): build the Dockerfile elsewhere"; exit 1; fi
+	@echo "built $(IMAGE); push it and install with --set image.repository=<registry>/karta-admission --set image.tag=<tag>"
 
 clean: ## remove the virtualenv, tools, certificates and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

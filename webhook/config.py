@@ -44,6 +44,9 @@ class ClusterSettings:
     # Namespaces the webhooks do not reach (the chart's webhook.excludeNamespaces): no group objects
     # there. kube-system and the server's own namespace are always left out.
     exclude_namespaces: tuple[str, ...] = ()
+    # {validatingWebhookConfiguration, webhooks}: entries installed with Ignore that the agent holding
+    # the Lease sets to Fail once its server is ready (webhook.cluster.arming); None: no arming.
+    arm_webhooks: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ def parse_config(raw: Any, source: str) -> Config:
         policy_reports=cluster_raw.get("policyReports", False),
         audit_namespaces=tuple(cluster_raw.get("auditNamespaces") or ()),
         exclude_namespaces=tuple(cluster_raw.get("excludeNamespaces") or ()),
+        arm_webhooks=cluster_raw.get("armWebhooks"),
     )
     return Config(
         mode=Mode(raw.get("mode", "enforce")),

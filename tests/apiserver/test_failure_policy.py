@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from . import chart, objects
-from .cluster import MATCH_CONDITIONS_SINCE, LocalAPIServer
+from .cluster import MATCH_CONDITIONS_SINCE, LocalAPIServer, wait_until
 from .conftest import WebhookConfigurations, deploy_chart
 
 # One server set per session, in one xdist worker (-n 2 --dist loadgroup).
@@ -60,18 +60,29 @@ def _black_hole() -> Iterator[int]:
         listener.close()
 
 
+def _live_policies(apiserver: LocalAPIServer, kind: str = "validatingwebhookconfigurations") -> dict[str, str]:
+    result = apiserver.kubectl("get", kind, "-o", "json")
+    assert result.returncode == 0, result.output
+    return {w["name"]: w["failurePolicy"] for c in json.loads(result.stdout)["items"] for w in c["webhooks"]}
+
+
 @pytest.mark.parametrize("global_mode", ["enforce", "audit"])
 def test_webhook_down_fails_closed_only_where_the_chart_says_fail(
     apiserver: LocalAPIServer, tls_dir: Path, tmp_path: Path, namespace: Callable[..., str], global_mode: str
 ) -> None:
-    with deploy_chart(apiserver, tls_dir, tmp_path, values={"mode": global_mode}) as deployed:
-        policies = {name: e["failurePolicy"] for name, e in chart.entries(deployed.configurations).items()}
-        assert policies == {
+    """The chart installs its Fail entries with Ignore; the server's agent arms them once it is ready,
+    so after that the webhook down fails closed exactly where the chart says Fail."""
+    with deploy_chart(apiserver, tls_dir, tmp_path, values={"mode": global_mode}, cluster=True) as deployed:
+        armed = {
             "validate.karta-admission.io": "Fail" if global_mode == "enforce" else "Ignore",
             "validate-enforce.karta-admission.io": "Fail",
             "validate-audit.karta-admission.io": "Ignore",
-            "mutate-pods.karta-admission.io": "Ignore",
         }
+        installed = {name: e["failurePolicy"] for name, e in chart.entries(deployed.configurations).items()}
+        assert installed == dict.fromkeys(armed, "Ignore") | {"mutate-pods.karta-admission.io": "Ignore"}
+        wait_until(lambda: {k: v for k, v in _live_policies(apiserver).items() if k in armed} == armed,
+                   timeout=60, message="the agent to arm the enforce webhooks")  # fmt: skip
+        assert _live_policies(apiserver, "mutatingwebhookconfigurations")["mutate-pods.karta-admission.io"] == "Ignore"
         deployed.server.stop()
         unlabelled, enforce, audit = (
             namespace(),
@@ -95,7 +106,7 @@ def test_webhook_down_fails_closed_only_where_the_chart_says_fail(
 def test_a_hung_webhook_times_out_after_the_charts_timeouts(
     apiserver: LocalAPIServer, tmp_path: Path, tls_dir: Path, namespace: Callable[..., str]
 ) -> None:
-    rendered = chart.render(tmp_path / "helm")
+    rendered = chart.render(tmp_path / "helm", {"webhook": {"armAfterReady": False}})  # Fail from the start
     timeouts = {e["name"]: e["timeoutSeconds"] for e in chart.entries(chart.webhook_configurations(rendered)).values()}
     assert timeouts["validate.karta-admission.io"] == 5
     assert timeouts["mutate-pods.karta-admission.io"] == 3
@@ -132,3 +143,27 @@ def test_a_hung_webhook_times_out_after_the_charts_timeouts(
             assert 2.5 <= elapsed < 12, elapsed
         finally:
             installed.remove()
+
+
+def test_a_failed_install_blocks_no_one(
+    apiserver: LocalAPIServer, tmp_path: Path, tls_dir: Path, namespace: Callable[..., str]
+) -> None:
+    """The chart installed, its pods never start (a wrong image): nothing arms the webhooks, so every
+    Ray object is still admitted, in enforced namespaces too."""
+    rendered = chart.render(tmp_path / "helm")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once it is closed
+    installed = WebhookConfigurations(apiserver)
+    configurations, _ = chart.for_local_server(
+        chart.webhook_configurations(rendered), f"https://localhost:{port}", (tls_dir / "ca.crt").read_bytes(),
+        drop_match_conditions=apiserver.minor < MATCH_CONDITIONS_SINCE,
+    )  # fmt: skip
+    try:
+        installed.apply(configurations, witness=None)
+        for ns in (namespace(), namespace(labels={MODE_LABEL: "enforce"})):
+            code, output = _apply(apiserver, objects.raycluster("unblocked", ns))
+            assert code == 0, output
+        assert set(_live_policies(apiserver).values()) == {"Ignore"}
+    finally:
+        installed.remove()

@@ -93,7 +93,9 @@ def test_the_agent_creates_the_podgroup_the_pods_name(
         result = apiserver.kubectl("get", "podgroups.scheduling.x-k8s.io", "-n", ns, "grouped", "-o", "json")
         return json.loads(result.stdout) if result.returncode == 0 else None
 
-    group = wait_until(podgroup, timeout=30, message="the PodGroup")
+    found = wait_until(podgroup, timeout=30, message="the PodGroup")
+    assert found is not None
+    group: dict[str, Any] = found
     assert group["spec"]["minMember"] == 4  # head + 3 workers
     (owner,) = group["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("RayCluster", "grouped", cluster["metadata"]["uid"])

@@ -77,6 +77,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "minimal": {
         "replicaCount": 1,
         "mutation": {"enabled": False},
+        # Arming needs the Lease and a patch on its own webhook configuration.
+        "webhook": {"armAfterReady": False},
         "cluster": {"watchKartas": False, "ownerCache": False},
         "certificates": {"mode": "certManager"},
     },

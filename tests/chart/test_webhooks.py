@@ -9,7 +9,7 @@ import pytest
 
 from tests.reviews import ray_pod
 
-from .cases import VALUE_SETS, config_map, effective_values, namespace_labels, selector_matches
+from .cases import VALUE_SETS, config_map, config_of, effective_values, namespace_labels, selector_matches
 from .helm import NAMESPACE, Helm, Rendered
 
 RAY_RULE = {
@@ -87,8 +87,15 @@ def test_every_entry_follows_the_webhook_contract(render_set, name: str) -> None
     ],
 )
 def test_failure_policy_and_path_per_entry(render_set, name: str, expected: dict[str, str]) -> None:
-    found = {e["clientConfig"]["service"]["path"]: e["failurePolicy"] for e in validating(render_set(name))}
-    assert found == expected
+    """Fail-closed entries are installed with Ignore and armed by the server once it is ready."""
+    rendered = render_set(name)
+    found = {e["clientConfig"]["service"]["path"]: e for e in validating(rendered)}
+    assert {path: e["failurePolicy"] for path, e in found.items()} == dict.fromkeys(expected, "Ignore") | {
+        path: policy for path, policy in expected.items() if policy == "Ignore"
+    }
+    arm = config_of(rendered)["cluster"]["armWebhooks"]
+    assert arm["validatingWebhookConfiguration"] == rendered.one("ValidatingWebhookConfiguration")["metadata"]["name"]
+    assert arm["webhooks"] == [found[path]["name"] for path, policy in expected.items() if policy == "Fail"]
     entry = mutating(render_set(name))
     assert entry is not None
     assert entry["failurePolicy"] == "Ignore"
@@ -96,9 +103,11 @@ def test_failure_policy_and_path_per_entry(render_set, name: str, expected: dict
 
 
 def test_failure_policies_are_configurable(helm: Helm) -> None:
-    rendered = helm.render({"webhook": {"failurePolicy": {"enforce": "Ignore", "audit": "Fail", "mutate": "Fail"}}})
+    policies = {"enforce": "Ignore", "audit": "Fail", "mutate": "Fail"}
+    rendered = helm.render({"webhook": {"failurePolicy": policies, "armAfterReady": False}})
     found = {e["clientConfig"]["service"]["path"]: e["failurePolicy"] for e in validating(rendered)}
     assert found == {"/validate": "Ignore", "/validate/enforce": "Ignore", "/validate/audit": "Fail"}
+    assert "armWebhooks" not in config_of(rendered)["cluster"]
     entry = mutating(rendered)
     assert entry is not None
     assert entry["failurePolicy"] == "Fail"

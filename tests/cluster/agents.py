@@ -20,6 +20,7 @@ from webhook.admission import Admission, Outcome, parse_review
 from webhook.cli.serve import count_miss
 from webhook.cluster.agent import Agent, AgentOptions
 from webhook.cluster.kube import WatchSettings
+from webhook.cluster.owners import DEFAULT_MAX_ENTRIES
 from webhook.cluster.leader import LeaseTimings
 from webhook.config import Config, build_evaluator
 from webhook.gang import SIZE_ANNOTATION
@@ -79,6 +80,7 @@ class AgentRun:
         settings: WatchSettings = FAST,
         max_owner_entries: int | None = None,
         wait_ready: bool = True,
+        server_url: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.config = config
@@ -87,8 +89,8 @@ class AgentRun:
         self.writer = StateWriter(state_dir)
         options = AgentOptions(
             settings=settings, timings=FAST_LEASE, identity=identity, lease_namespace=LEASE_NAMESPACE,
-            heartbeat_seconds=0.02, poll_seconds=0.05,
-            **({"max_owner_entries": max_owner_entries} if max_owner_entries is not None else {}),
+            heartbeat_seconds=0.02, poll_seconds=0.05, max_owner_entries=max_owner_entries or DEFAULT_MAX_ENTRIES,
+            server_url=server_url, arming_interval_seconds=0.05,
         )  # fmt: skip
         self.agent = Agent(config, cluster.client(), self.writer, options)
         self.worker = Worker(config, state_dir)

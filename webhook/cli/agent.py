@@ -33,7 +33,7 @@ def agent_command(args: argparse.Namespace, config: Config) -> Exit:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     writer = StateWriter(args.state)
     try:
-        agent = Agent(config, api_client, writer, AgentOptions())
+        agent = Agent(config, api_client, writer, AgentOptions(server_url=args.server_url))
         run_until_stopped(agent, stopping, args.parent_pid)
     finally:
         writer.close()

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--kubeconfig", type=Path, metavar="FILE", help="default: in-cluster, then ~/.kube/config")
     agent.add_argument("--context", metavar="NAME", help="kubeconfig context")
     agent.add_argument("--parent-pid", type=int, metavar="PID", help="stop when this process is gone (serve sets it)")
+    agent.add_argument(
+        "--server-url", metavar="URL", help="the /readyz of the server beside it: webhooks are armed once it answers"
+    )
     agent.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _common(agent)
 

@@ -101,6 +101,10 @@ def _agent_command(args: argparse.Namespace, state_dir: Path) -> list[str]:
         command += ["--definitions", str(directory)]
     if args.mode is not None:
         command += ["--mode", args.mode]
+    # The agent arms the enforce webhooks once this server answers; it asks over loopback.
+    host, _, port = str(args.bind).rpartition(":")
+    local = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host  # noqa: S104 (a comparison, not a bind)
+    command += ["--server-url", f"https://{local}:{port}/readyz"]
     return command
 
 

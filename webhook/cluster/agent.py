@@ -27,6 +27,7 @@ from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
 from webhook.state.store import AgentStatus, StateWriter
 
+from .arming import ArmSettings, WebhookArming, readyz_probe
 from .audit import AuditLoop
 from .kartas import KartaWatch
 from .kube import SERVICE_ACCOUNT_DIR, WatchSettings
@@ -63,6 +64,9 @@ class AgentOptions:
     lease_namespace: str | None = None
     heartbeat_seconds: float = HEARTBEAT_SECONDS
     poll_seconds: float = 1.0  # the group-object controller's pace between rounds
+    # The /readyz of the server beside this agent: arming waits for it (webhook.cluster.arming).
+    server_url: str | None = None
+    arming_interval_seconds: float = 5.0
     max_owner_entries: int = DEFAULT_MAX_ENTRIES
 
 
@@ -100,8 +104,16 @@ class Agent:
             if config.self_managed_certificates is not None
             else None
         )
+        self.arming: WebhookArming | None = None
+        if cluster.arm_webhooks is not None and options.server_url is not None:
+            self.arming = WebhookArming(
+                api_client, ArmSettings.from_mapping(cluster.arm_webhooks), readyz_probe(options.server_url),
+                is_leader=lambda: self.is_leader, interval_seconds=options.arming_interval_seconds,
+            )  # fmt: skip
+        elif cluster.arm_webhooks is not None:
+            logs.event(log, logging.WARNING, "cluster.armWebhooks is set but no server to wait for: not arming")
         self.elector: LeaseElector | None = None
-        if self.podgroups is not None or self.audit is not None:
+        if self.podgroups is not None or self.audit is not None or self.arming is not None:
             identity = options.identity or f"{socket.gethostname()}-{os.getpid()}"
             self.elector = LeaseElector(
                 api_client, lease_namespace, LEASE_NAME, identity,
@@ -126,6 +138,8 @@ class Agent:
             self.owners.start(self.evaluator.definitions)
         if self.podgroups is not None:
             self.podgroups.start()
+        if self.arming is not None:
+            self.arming.start()
         if self.elector is not None:
             self.elector.start()
         self.publish_status()
@@ -135,14 +149,14 @@ class Agent:
             log, logging.INFO, "agent started",
             watch_kartas=self.kartas is not None, owners=self.owners is not None,
             group_objects=self.podgroups is not None, audit=self.audit is not None,
-            certificates=self.certs is not None, lease=self.elector is not None,
+            certificates=self.certs is not None, lease=self.elector is not None, arming=self.arming is not None,
         )  # fmt: skip
 
     def stop(self) -> None:
         self._stopping.set()
         if self.elector is not None:
             self.elector.stop()  # releases the Lease: another replica takes over at once
-        for part in (self.audit, self.podgroups, self.owners, self.kartas, self.certs):
+        for part in (self.arming, self.audit, self.podgroups, self.owners, self.kartas, self.certs):
             if part is not None:
                 part.stop()
         if self._heartbeat is not None:
@@ -155,6 +169,8 @@ class Agent:
         return self.elector is not None and self.elector.is_leader
 
     def _lead(self) -> None:
+        if self.arming is not None:
+            self.arming.wake()
         if self.podgroups is not None:
             self.podgroups.wake()
         if self.audit is not None:

@@ -182,6 +182,10 @@ AUDIT_OBJECTS = Gauge(
     ["result"],
     multiprocess_mode="livemax",
 )
+WEBHOOKS_ARMED = Counter(
+    "karta_admission_webhooks_armed_total",
+    "Times the agent set the enforce webhooks from Ignore to Fail (at install, and after each helm upgrade).",
+)
 LEADER = Gauge(
     "karta_admission_leader",
     "1 while this agent holds the Lease: it runs the group-object controller and the periodic audit.",

@@ -126,6 +126,25 @@ annotations:
 {{- end -}}
 
 {{/* The server's configuration file (docs/configuration.md). */}}
+{{/*
+The validating entries that fail closed (failurePolicy Fail), as a JSON list of names. With
+webhook.armAfterReady they are installed with Ignore and the server arms them once it is ready.
+*/}}
+{{- define "karta-admission.failClosedWebhooks" -}}
+{{- $v := .Values -}}
+{{- $names := list -}}
+{{- if and (ne $v.mode "off") (eq (get $v.webhook.failurePolicy $v.mode) "Fail") -}}
+{{- $names = append $names "validate.karta-admission.io" -}}
+{{- end -}}
+{{- if eq $v.webhook.failurePolicy.enforce "Fail" -}}
+{{- $names = append $names "validate-enforce.karta-admission.io" -}}
+{{- end -}}
+{{- if eq $v.webhook.failurePolicy.audit "Fail" -}}
+{{- $names = append $names "validate-audit.karta-admission.io" -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
 {{- define "karta-admission.config" -}}
 {{- $v := .Values -}}
 {{- $config := dict
@@ -156,6 +175,10 @@ annotations:
 {{- $_ := set $gang "custom" (dict "labels" $v.gang.custom.labels "annotations" $v.gang.custom.annotations) -}}
 {{- end -}}
 {{- $_ := set $config "gang" $gang -}}
+{{- $armed := include "karta-admission.failClosedWebhooks" . | fromJsonArray -}}
+{{- if and $v.webhook.armAfterReady $armed -}}
+{{- $_ := set (get $config "cluster") "armWebhooks" (dict "validatingWebhookConfiguration" (include "karta-admission.validatingWebhookName" .) "webhooks" $armed) -}}
+{{- end -}}
 {{- if eq $v.certificates.mode "selfManaged" -}}
 {{- $selfManaged := dict
   "secretName" (include "karta-admission.tlsSecretName" .)
