@@ -20,8 +20,8 @@ from webhook.admission import Admission, Outcome, parse_review
 from webhook.cli.serve import count_miss
 from webhook.cluster.agent import Agent, AgentOptions
 from webhook.cluster.kube import WatchSettings
-from webhook.cluster.owners import DEFAULT_MAX_ENTRIES
 from webhook.cluster.leader import LeaseTimings
+from webhook.cluster.owners import DEFAULT_MAX_ENTRIES
 from webhook.config import Config, build_evaluator
 from webhook.gang import SIZE_ANNOTATION
 from webhook.state.published import PublishedDefinitions, PublishedGangs, PublishedReadiness
