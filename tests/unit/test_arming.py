@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jsonpatch
 
 from webhook.cluster.arming import ArmSettings, armed
 from webhook.config import parse_config
 
-CONFIGURATION = {
+CONFIGURATION: dict[str, Any] = {
     "metadata": {"name": "karta-admission"},
     "webhooks": [
         {"name": "validate.karta-admission.io", "failurePolicy": "Ignore"},
