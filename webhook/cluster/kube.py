@@ -456,55 +456,16 @@ class Reflector:
             if self._relist_reason is not None:
                 return
             server_timeout = max(1, int(self.settings.watch_timeout_seconds * (0.5 + random.random() / 2)))  # noqa: S311
-            started, events = time.monotonic(), 0
-            response: Any
-            try:
-                response = api.list_cluster_custom_object(
-                    resource.group, resource.version, resource.plural,
-                    watch=True, resource_version=version, allow_watch_bookmarks=True,
-                    timeout_seconds=server_timeout, _preload_content=False,
-                    _request_timeout=(self.settings.connect_timeout_seconds,
-                                      server_timeout + self.settings.read_timeout_seconds),
-                )  # fmt: skip
-            except ApiException as exc:
-                if exc.status == 410:
-                    raise _Restart("gone") from exc
-                self._error(f"status-{exc.status}", f"watch failed: {api_error(exc)}")
-                self._backoff()
-                raise _Restart("error") from exc
-            except CONNECTION_ERRORS as exc:
-                if self._stopping.is_set():
-                    return
-                self._error("connection", f"watch failed: {connection_error(exc)}")
-                self._backoff()
-                raise _Restart("error") from exc
+            started = time.monotonic()
+            response = self._open_watch(api, resource, version, server_timeout)
+            if response is None:
+                return
             with self._lock:
                 self._response = response
             try:
                 if self._stopping.is_set() or self._relist_reason is not None:
                     return
-                for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    event_type = event.get("type")
-                    obj = event.get("object")
-                    if not isinstance(obj, dict):
-                        continue
-                    if event_type == "ERROR":
-                        code = obj.get("code")
-                        if code == 410:
-                            raise _Restart("gone")
-                        self._error(f"status-{code}", f"watch ended with an error: {obj.get('message', '')}")
-                        self._backoff()
-                        raise _Restart("error")
-                    new_version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-                    if event_type in ("ADDED", "MODIFIED", "DELETED"):
-                        obj.setdefault("apiVersion", resource.api_version)
-                        obj.setdefault("kind", resource.kind)
-                        self.consumer.apply(event_type, obj)
-                        events += 1
-                    version = new_version or version
+                version, events = self._read_events(response, resource, version)
             except STREAM_ERRORS as exc:
                 if self._stopping.is_set() or self._relist_reason is not None:
                     return
@@ -523,3 +484,53 @@ class Reflector:
                 self._delay = self.settings.backoff_initial_seconds
             else:
                 self._backoff()  # a server that ends watches at once must not make us spin
+
+    def _open_watch(self, api: Any, resource: Resource, version: str, server_timeout: int) -> Any:
+        """The watch response, None when stopping; _Restart on 410 (relist at once) or errors (after a pause)."""
+        try:
+            return api.list_cluster_custom_object(
+                resource.group, resource.version, resource.plural,
+                watch=True, resource_version=version, allow_watch_bookmarks=True,
+                timeout_seconds=server_timeout, _preload_content=False,
+                _request_timeout=(self.settings.connect_timeout_seconds,
+                                  server_timeout + self.settings.read_timeout_seconds),
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 410:
+                raise _Restart("gone") from exc
+            self._error(f"status-{exc.status}", f"watch failed: {api_error(exc)}")
+            self._backoff()
+            raise _Restart("error") from exc
+        except CONNECTION_ERRORS as exc:
+            if self._stopping.is_set():
+                return None
+            self._error("connection", f"watch failed: {connection_error(exc)}")
+            self._backoff()
+            raise _Restart("error") from exc
+
+    def _read_events(self, response: Any, resource: Resource, version: str) -> tuple[str, int]:
+        """Hand every event to the consumer; the last resourceVersion seen and how many events came."""
+        events = 0
+        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+            if not line:
+                continue
+            event = json.loads(line)
+            event_type = event.get("type")
+            obj = event.get("object")
+            if not isinstance(obj, dict):
+                continue
+            if event_type == "ERROR":
+                code = obj.get("code")
+                if code == 410:
+                    raise _Restart("gone")
+                self._error(f"status-{code}", f"watch ended with an error: {obj.get('message', '')}")
+                self._backoff()
+                raise _Restart("error")
+            new_version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                obj.setdefault("apiVersion", resource.api_version)
+                obj.setdefault("kind", resource.kind)
+                self.consumer.apply(event_type, obj)
+                events += 1
+            version = new_version or version
+        return version, events

@@ -211,23 +211,7 @@ class PolicyReportWriter:
         api = k8s.CustomObjectsApi(self.api_client)
         now = now or datetime.now(UTC)
         stats = ReportStats()
-        existing: dict[tuple[str, str], dict[str, Any]] = {}
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-        try:
-            scopes: list[str | None] = list(namespaces) if namespaces else [None]
-            for namespace in scopes:
-                items, _ = list_all(
-                    self.api_client,
-                    resource,
-                    namespace=namespace,
-                    label_selector=selector,
-                    timeout=self.timeout,
-                )
-                for item in items:
-                    meta = item.get("metadata") or {}
-                    existing[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = item
-        except ApiException as exc:
-            raise ReportsUnavailable(f"cannot list PolicyReports: {api_error(exc)}") from exc
+        existing = self._existing(resource, namespaces)
         desired: set[tuple[str, str]] = set()
         for ref, verdict in checked:
             if not ref.namespace or not ref.uid:
@@ -235,49 +219,69 @@ class PolicyReportWriter:
             body = build_report(ref, verdict, self.config, now)
             key = (ref.namespace, body["metadata"]["name"])
             desired.add(key)
-            old = existing.get(key)
             try:
-                if old is None:
-                    try:
-                        api.create_namespaced_custom_object(
-                            resource.group, resource.version, ref.namespace, resource.plural, body,
-                            _request_timeout=self.timeout,
-                        )  # fmt: skip
-                        stats.created += 1
-                        continue
-                    except ApiException as exc:
-                        if exc.status != 409:
-                            raise
-                elif _comparable(old) == _comparable(body):
-                    stats.unchanged += 1
-                    continue
-                patch = copy.deepcopy(body)
-                del patch["apiVersion"], patch["kind"]
-                api.patch_namespaced_custom_object(
-                    resource.group, resource.version, ref.namespace, resource.plural, key[1], patch,
-                    _request_timeout=self.timeout,
-                )  # fmt: skip
-                stats.updated += 1
+                self._write(api, resource, key, body, existing.get(key), stats=stats)
             except ApiException as exc:
                 stats.errors.append(f"PolicyReport {key[0]}/{key[1]}: {api_error(exc)}")
         kept = {str(k) for k in keep_kinds}
         for key, old in existing.items():
-            if key in desired:
-                continue
-            scope = old.get("scope") or {}
-            if str(GVK.of(scope)) in kept:
+            if key in desired or str(GVK.of(old.get("scope") or {})) in kept:
                 continue
             try:
                 api.delete_namespaced_custom_object(
-                    resource.group,
-                    resource.version,
-                    key[0],
-                    resource.plural,
-                    key[1],
-                    _request_timeout=self.timeout,
+                    resource.group, resource.version, key[0], resource.plural, key[1], _request_timeout=self.timeout
                 )
                 stats.deleted += 1
             except ApiException as exc:
                 if exc.status != 404:
                     stats.errors.append(f"PolicyReport {key[0]}/{key[1]}: {api_error(exc)}")
         return stats
+
+    def _existing(self, resource: Resource, namespaces: Sequence[str]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Our reports now in the cluster, by (namespace, name), in the namespaces audited (all: none given)."""
+        existing: dict[tuple[str, str], dict[str, Any]] = {}
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+        try:
+            scopes: list[str | None] = list(namespaces) if namespaces else [None]
+            for namespace in scopes:
+                items, _ = list_all(
+                    self.api_client, resource, namespace=namespace, label_selector=selector, timeout=self.timeout
+                )
+                for item in items:
+                    meta = item.get("metadata") or {}
+                    existing[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = item
+        except ApiException as exc:
+            raise ReportsUnavailable(f"cannot list PolicyReports: {api_error(exc)}") from exc
+        return existing
+
+    def _write(
+        self,
+        api: Any,
+        resource: Resource,
+        key: tuple[str, str],
+        body: dict[str, Any],
+        old: dict[str, Any] | None,
+        *,
+        stats: ReportStats,
+    ) -> None:
+        """Create the report, or patch it when what it says changed (a create that lost a race patches)."""
+        namespace, name = key
+        if old is None:
+            try:
+                api.create_namespaced_custom_object(
+                    resource.group, resource.version, namespace, resource.plural, body, _request_timeout=self.timeout
+                )
+                stats.created += 1
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        elif _comparable(old) == _comparable(body):
+            stats.unchanged += 1
+            return
+        patch = copy.deepcopy(body)
+        del patch["apiVersion"], patch["kind"]
+        api.patch_namespaced_custom_object(
+            resource.group, resource.version, namespace, resource.plural, name, patch, _request_timeout=self.timeout
+        )
+        stats.updated += 1
