@@ -60,7 +60,7 @@ test-apiserver: $(STAMP) ## the tests through a real kube-apiserver (builds it f
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python -m pytest -q -m apiserver tests/apiserver
 
 test-fast: $(STAMP) ## unit tests only
-	$(BIN)/python -m pytest -q tests/unit
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -q tests/unit
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

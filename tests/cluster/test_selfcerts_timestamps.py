@@ -15,7 +15,15 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster.emulator import EmulatedCluster
-from tests.cluster.test_selfcerts import MUTATING, SECRETS, VALIDATING, Clock, manager, stored, webhook_configurations
+from tests.cluster.selfcerts_support import (
+    MUTATING,
+    SECRETS,
+    VALIDATING,
+    Clock,
+    manager,
+    stored,
+    webhook_configurations,
+)
 from webhook.cluster.selfcerts import NEXT_CA_SINCE, PREVIOUS_CA_UNTIL
 
 

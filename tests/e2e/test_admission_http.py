@@ -14,10 +14,10 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from tests.builders import GPU, TOLERATE, container, gpu_worker, service
 from tests.corpus import ray_object_params
 from tests.e2e.server import RunningServer, metric_total, serving
 from tests.reviews import ray_pod, review
-from tests.unit.test_rules import GPU, TOLERATE, container, gpu_worker, service
 from webhook.kube.defaults import CRDDefaults
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("admission_http")]

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from tests.builders import service
 from tests.e2e.server import RunningServer, serving
 from tests.reviews import review
-from tests.unit.test_rules import service
 from webhook.server.worker import TLSSafeThreadWorker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("connection-limits")]

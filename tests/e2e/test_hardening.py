@@ -17,9 +17,9 @@ import pytest
 import requests
 import yaml
 
+from tests.builders import service
 from tests.e2e.server import RunningServer, memory_kb, serving
 from tests.reviews import review
-from tests.unit.test_rules import service
 from webhook.karta.load import builtin_definitions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("hardening")]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import service
 from tests.e2e.server import metric_total, serving
 from tests.reviews import review
-from tests.unit.test_rules import service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("metrics-endpoint")]
 

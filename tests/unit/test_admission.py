@@ -11,26 +11,17 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from tests.builders import GPU, admission, container, gpu_worker, service, validate
 from tests.gang import CLUSTER as CLUSTER_NAME
 from tests.gang import Gangs, config, mutate, raycluster, worker
 from tests.gang import admission as gang_admission
 from tests.reviews import ray_pod, review
-from tests.unit.test_rules import GPU, container, gpu_worker, service
-from webhook.admission import CLIPPED, WARNING_MAX, Admission, ReviewError, _clip, parse_review
+from webhook.admission import CLIPPED, WARNING_MAX, ReviewError, _clip, parse_review
 from webhook.config import parse_config
 from webhook.evaluation import Mode
 from webhook.gang import GroupObjectStatus
-from webhook.karta.registry import DefinitionSet
 
 QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-
-
-def admission(config: dict[str, Any] | None = None, owners: Any = None) -> Admission:
-    return Admission.for_config(parse_config(config or {}, "test"), DefinitionSet.builtin(), owners)
-
-
-def validate(body: dict[str, Any], mode: Mode | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    return admission(config).validate(parse_review(body), mode).response
 
 
 BROKEN = service([{"replicas": 10, "maxReplicas": 5}])

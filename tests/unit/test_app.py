@@ -8,10 +8,10 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.builders import client, service
 from tests.reviews import ray_pod, review
-from tests.unit.test_rules import service
 from webhook.admission import Admission, Review
-from webhook.config import build_evaluator, parse_config
+from webhook.config import parse_config
 from webhook.evaluation import Mode
 from webhook.karta.registry import DefinitionSet
 from webhook.server.app import MAX_BODY_BYTES, ServerState, create_app
@@ -23,15 +23,6 @@ class Exploding(Admission):
 
     def mutate(self, review: Review) -> Any:
         raise RuntimeError("boom")
-
-
-def client(
-    config: dict[str, Any] | None = None, admission_class: type[Admission] = Admission, readiness: Any = ()
-) -> Any:
-    settings = parse_config(config or {}, "t")
-    admission = admission_class(build_evaluator(settings, DefinitionSet.builtin()), settings.gang)
-    app = create_app(ServerState(settings, admission, list(readiness)))
-    return app.test_client()
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.builders import TOLERATE, client, container, service
 from tests.reviews import review
-from tests.unit.test_app import client
-from tests.unit.test_rules import TOLERATE, container, service
 from webhook.observability import logs, metrics
 
 # A few hundred groups of GPU containers with fractional, unequal, misplaced GPUs: thousands of causes.

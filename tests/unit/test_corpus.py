@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.builders import INT32_MAX, kuberay_desired_pods
 from tests.corpus import EXPECTED_RAY_OBJECTS, ray_object_params, ray_objects
 from webhook.config import build_evaluator, parse_config
 from webhook.gang import GangError, gang_of
@@ -15,7 +16,6 @@ from webhook.kube.defaults import CRDDefaults
 from webhook.policy.model import KUBERAY_FEATURE_GATES, Severity
 
 CHECKER = build_evaluator(parse_config({}, "test"), DefinitionSet.builtin())
-INT32_MAX = 2**31 - 1
 CLUSTER_SPEC = {"RayService": ("rayClusterConfig",), "RayCluster": (), "RayJob": ("rayClusterSpec",)}
 
 
@@ -36,20 +36,6 @@ def kuberay_pods(group: dict[str, Any], field: str) -> int:
         value = group.get("minReplicas", 0)
     assert isinstance(value, int)
     return min(value * hosts, INT32_MAX)
-
-
-def kuberay_desired_pods(group: dict[str, Any]) -> int:
-    """KubeRay's GetWorkerGroupDesiredReplicas × numOfHosts (reference/kuberay.md §3), from the raw group."""
-    if group.get("suspend") is True:
-        return 0
-    low = group.get("minReplicas", 0)
-    high = group.get("maxReplicas", INT32_MAX)
-    replicas = group.get("replicas")
-    if replicas is None or replicas < low:
-        replicas = low
-    elif replicas > high:
-        replicas = high
-    return int(min(replicas * group.get("numOfHosts", 1), INT32_MAX))
 
 
 def assert_gang_like_kuberay(workload: Any, groups: list[dict[str, Any]], *, autoscaling: bool) -> None:

@@ -10,60 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.builders import children, minimal, root
 from webhook.karta.load import builtin_definitions, load_directory, load_file
 from webhook.karta.model import GVK, HINTS_ANNOTATION
 from webhook.karta.parse import DefinitionError, parse_definition
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def minimal() -> dict[str, Any]:
-    return {
-        "apiVersion": "run.ai/v1alpha1",
-        "kind": "Karta",
-        "metadata": {"name": "example"},
-        "spec": {
-            "structureDefinition": {
-                "rootComponent": {
-                    "name": "job",
-                    "kind": {"group": "example.com", "version": "v1", "kind": "Job"},
-                    "statusDefinition": {"statusMappings": {"running": [{"byPhase": "Running"}]}},
-                },
-                "childComponents": [
-                    {
-                        "name": "worker",
-                        "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "ownerRef": "job",
-                        "instanceIdPath": ".spec.groups[]?.name",
-                        "specDefinition": {"podTemplateSpecPath": ".spec.groups[]?.template"},
-                        "scaleDefinition": {"replicasPath": ".spec.groups[]?.replicas"},
-                        "podSelector": {
-                            "componentTypeSelector": {"keyPath": '.metadata.labels["role"]', "value": "worker"},
-                            "componentInstanceSelector": {"idPath": '.metadata.labels["group"]'},
-                        },
-                    }
-                ],
-            },
-            "optimizationInstructions": {
-                "gangScheduling": {
-                    "podGroups": [
-                        {
-                            "name": "all",
-                            "members": [{"componentName": "job", "groupByKeyPaths": ['.metadata.labels["job"]']}],
-                        }
-                    ]
-                }
-            },
-        },
-    }
-
-
-def children(d: dict[str, Any]) -> list[dict[str, Any]]:
-    return d["spec"]["structureDefinition"]["childComponents"]  # type: ignore[no-any-return]
-
-
-def root(d: dict[str, Any]) -> dict[str, Any]:
-    return d["spec"]["structureDefinition"]["rootComponent"]  # type: ignore[no-any-return]
 
 
 def refused(change: Callable[[dict[str, Any]], None]) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.builders import kuberay_desired_pods
 from tests.corpus import CORPUS, ray_objects, sample_files
 from tests.crds import all_problems
 from tests.gang import Gangs, config, mutate, pod_from, raycluster, worker
-from tests.unit.test_corpus import kuberay_desired_pods
 from webhook.cli import main
 
 ENTRY_KEYS = {"file", "kind", "name", "namespace", "scheduler", "objects", "pods", "notes"}

@@ -400,13 +400,22 @@ def test_default_scheduler_names(scheduler: str, name: str) -> None:
 # --- every group object against its CRD, for every KubeRay sample ---------------------------------
 
 
+def _samples_with_a_cluster() -> list[Any]:
+    """Every KubeRay sample that makes a RayCluster (a RayJob with a clusterSelector runs on an existing one)."""
+    defaults = CRDDefaults.packaged()
+    return [p for p in ray_object_params() if cluster_of(defaults.apply(p.values[1]))[0] is not None]
+
+
+def test_only_the_job_on_an_existing_cluster_makes_no_cluster() -> None:
+    assert len(ray_object_params()) - len(_samples_with_a_cluster()) == 1
+
+
 @pytest.mark.parametrize("scheduler", ["coscheduling", "volcano", "kai"])
-@pytest.mark.parametrize(("path", "raw"), ray_object_params())
+@pytest.mark.parametrize(("path", "raw"), _samples_with_a_cluster())
 def test_every_sample_group_object_validates_against_the_crd(path: str, raw: dict[str, Any], scheduler: str) -> None:
     defaults = CRDDefaults.packaged()
     cluster, _ = cluster_of(defaults.apply(raw))
-    if cluster is None:
-        pytest.skip("creates no RayCluster (runs on an existing one)")
+    assert cluster is not None
     cluster = defaults.apply(cluster)
     cluster["metadata"].update(namespace="ml", uid="7d9e5c1a-0000-4000-8000-000000000001")
     planned = plan(cluster, config(scheduler))

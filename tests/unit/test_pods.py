@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.test_definitions import children, minimal
+from tests.builders import children, minimal
 from webhook.karta.load import builtin_definitions
 from webhook.karta.parse import parse_definition
 from webhook.karta.pods import PodClassifier

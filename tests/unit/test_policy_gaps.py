@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.builders import GPU, TOLERATE, W0, check, container, found, gpu_worker, service, validate
 from tests.reviews import review
-from tests.unit.test_admission import validate
-from tests.unit.test_rules import GPU, TOLERATE, W0, check, container, found, gpu_worker, service
 from webhook.evaluation import Mode
 
 NVD = "NVIDIA_VISIBLE_DEVICES"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_definitions import children, minimal
+from tests.builders import children, minimal
 from webhook.karta.load import builtin_definitions
 from webhook.karta.model import GVK
 from webhook.karta.parse import parse_definition

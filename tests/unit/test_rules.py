@@ -8,65 +8,12 @@ from typing import Any
 
 import pytest
 
+from tests.builders import GPU, TOLERATE, W0, check, container, found, gpu_worker, service
 from webhook.config import build_evaluator, parse_config
 from webhook.karta.registry import DefinitionSet
 from webhook.policy.engine import demote_existing, evaluate
-from webhook.policy.model import Severity, Violation
+from webhook.policy.model import Severity
 from webhook.policy.registry import BUILTIN_RULES
-
-
-def container(name: str = "ray", /, **resources: Any) -> dict[str, Any]:
-    c: dict[str, Any] = {"name": name, "image": "rayproject/ray:2.52.0"}
-    if resources:
-        c["resources"] = resources
-    return c
-
-
-def service(
-    workers: list[dict[str, Any]], *, head: list[dict[str, Any]] | None = None, **config: Any
-) -> dict[str, Any]:
-    """A RayService as the API server stores it (CRD defaults filled in)."""
-    groups = []
-    for w in workers:
-        group = {"groupName": "small", "replicas": 1, "minReplicas": 0, "maxReplicas": 5, "numOfHosts": 1,
-                 "rayStartParams": {}, "template": {"spec": {"containers": [container()]}}}  # fmt: skip
-        group.update(w)
-        groups.append(group)
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayService",
-        "metadata": {"name": "svc", "namespace": "ml"},
-        "spec": {
-            "rayClusterConfig": {
-                "headGroupSpec": {
-                    "rayStartParams": {},
-                    "template": {"spec": {"containers": [container("head")] if head is None else head}},
-                },
-                "workerGroupSpecs": groups,
-                **config,
-            }
-        },
-    }
-
-
-def gpu_worker(*containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {"groupName": "gpu", "template": {"spec": {"containers": list(containers), **spec}}}
-
-
-def check(obj: dict[str, Any], config: dict[str, Any] | None = None) -> list[Violation]:
-    evaluator = build_evaluator(parse_config(config or {}, "test"), DefinitionSet.builtin())
-    verdict = evaluator.verdict(obj)
-    assert verdict is not None
-    return list(verdict.violations)
-
-
-def found(obj: dict[str, Any], rule: str, config: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-    return [(str(v.severity), v.path) for v in check(obj, config) if v.rule == rule]
-
-
-GPU = {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
-TOLERATE = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
-W0 = "spec.rayClusterConfig.workerGroupSpecs[0]"
 
 
 def test_clean_service_has_no_violations() -> None:
