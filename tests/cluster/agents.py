@@ -19,9 +19,9 @@ from tests.reviews import review
 from webhook.admission import Admission, Outcome, parse_review
 from webhook.cli.serve import count_miss
 from webhook.cluster.agent import Agent, AgentOptions
-from webhook.cluster.kube import WatchSettings
 from webhook.cluster.leader import LeaseTimings
 from webhook.cluster.owners import DEFAULT_MAX_ENTRIES
+from webhook.cluster.reflector import WatchSettings
 from webhook.config import Config, build_evaluator
 from webhook.gang import SIZE_ANNOTATION
 from webhook.state.published import PublishedDefinitions, PublishedGangs, PublishedReadiness

@@ -35,7 +35,7 @@ from kubernetes import client as k8s
 from prometheus_client import REGISTRY
 
 from tests.reviews import ray_pod
-from webhook.cluster.kube import WatchSettings
+from webhook.cluster.reflector import WatchSettings
 from webhook.karta.model import GVK
 
 # Test-side control messages put on a resource's event bus.

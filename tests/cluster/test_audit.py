@@ -31,7 +31,7 @@ from tests.corpus import ray_objects
 from webhook.cli import main
 from webhook.cli.audit import exit_status
 from webhook.cli.render import Progress
-from webhook.cluster import kube
+from webhook.cluster import client as kube
 from webhook.cluster.audit import run_audit
 from webhook.cluster.leader import LeaseElector, LeaseTimings
 from webhook.cluster.reports import MANAGED_BY, MANAGED_BY_LABEL, ObjectRef, PolicyReportWriter, report_name

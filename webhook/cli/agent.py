@@ -13,7 +13,7 @@ import threading
 
 from webhook.cli.exits import Exit
 from webhook.cluster.agent import Agent, AgentOptions, run_until_stopped
-from webhook.cluster.kube import ClusterUnavailable, close_client, load_api_client
+from webhook.cluster.client import ClusterUnavailable, close_client, load_api_client
 from webhook.config import Config
 from webhook.observability import logs
 from webhook.state.store import StateWriter

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from webhook.cli.exits import Exit
 from webhook.cli.render import Progress, print_verdict, summary, verdict_fields
 from webhook.cluster.audit import AuditReport, prepare_evaluator, run_audit
-from webhook.cluster.kube import (
+from webhook.cluster.client import (
     CONNECTION_ERRORS,
     ClusterUnavailable,
     api_error,

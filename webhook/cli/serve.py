@@ -77,7 +77,7 @@ def _agent_mode(args: argparse.Namespace) -> str:
     mode = "none" if args.no_cluster else str(args.agent)
     if mode not in ("auto", "spawn"):
         return mode
-    from webhook.cluster.kube import ClusterConfigError, NoClusterConfigured, close_client, load_api_client
+    from webhook.cluster.client import ClusterConfigError, NoClusterConfigured, close_client, load_api_client
 
     try:
         close_client(load_api_client())

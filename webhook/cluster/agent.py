@@ -29,11 +29,12 @@ from webhook.state.store import AgentStatus, StateWriter
 
 from .arming import ArmSettings, WebhookArming, readyz_probe
 from .audit import AuditLoop
+from .client import SERVICE_ACCOUNT_DIR
 from .kartas import KartaWatch
-from .kube import SERVICE_ACCOUNT_DIR, WatchSettings
 from .leader import LeaseElector, LeaseTimings
 from .owners import DEFAULT_MAX_ENTRIES, OwnerMirror
 from .podgroups import GroupObjectController
+from .reflector import WatchSettings
 from .selfcerts import SelfManagedCertificates, SelfManagedSettings
 
 log = logs.get("agent")

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook.observability import logs, metrics
 
-from .kube import CONNECTION_ERRORS, api_error, connection_error
+from .client import CONNECTION_ERRORS, api_error, connection_error
 
 log = logs.get("cluster.arming")
 

@@ -26,14 +26,8 @@ from webhook.karta.registry import DefinitionSet
 from webhook.kube.meta import controller_of
 from webhook.observability import logs, metrics
 
+from .client import CONNECTION_ERRORS, api_error, connection_error, discover, iter_pages
 from .kartas import cluster_definition_set
-from .kube import (
-    CONNECTION_ERRORS,
-    api_error,
-    connection_error,
-    discover,
-    iter_pages,
-)
 from .reports import ObjectRef, PolicyReportWriter, ReportStats, ReportsUnavailable
 
 log = logs.get("cluster.audit")

@@ -25,7 +25,8 @@ from webhook.karta.parse import DefinitionError, parse_definition
 from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
 
-from .kube import Reflector, WatchSettings, api_error, discover, list_all
+from .client import api_error, discover, list_all
+from .reflector import Reflector, WatchSettings
 
 log = logs.get("cluster.kartas")
 

@@ -27,7 +27,7 @@ from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
 from webhook.state.store import StateWriter, kind_key
 
-from .kube import Reflector, WatchSettings
+from .reflector import Reflector, WatchSettings
 
 log = logs.get("cluster.owners")
 

@@ -45,8 +45,9 @@ from webhook.karta.model import GVK, KartaDefinition
 from webhook.karta.registry import DefinitionSet
 from webhook.observability import logs, metrics
 
-from .kube import CONNECTION_ERRORS, Reflector, WatchSettings, api_error, connection_error
+from .client import CONNECTION_ERRORS, api_error, connection_error
 from .owners import watched_kinds
+from .reflector import Reflector, WatchSettings
 
 log = logs.get("cluster.podgroups")
 

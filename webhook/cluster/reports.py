@@ -26,7 +26,7 @@ from webhook.karta.model import GVK
 from webhook.policy.model import Rule, Severity
 from webhook.policy.registry import BUILTIN_RULES
 
-from .kube import Resource, api_error, discover, list_all
+from .client import Resource, api_error, discover, list_all
 
 REPORT_KIND = GVK("wgpolicyk8s.io", "v1alpha2", "PolicyReport")
 POLICY = "karta-admission"
