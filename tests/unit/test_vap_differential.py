@@ -1,0 +1,183 @@
+"""Differential test: the exported ValidatingAdmissionPolicies decide like `check` (Evaluator.verdict).
+
+On every KubeRay sample, every case of the ported KubeRay validation table the API server would store,
+objects built like the rule tests', and generated objects: the same verdict and the same (rule,
+severity) findings for every rule the policies cover, and no expression that fails to evaluate.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import strategies
+from tests.corpus import ray_object_params
+from tests.kuberay_table import load_cases
+from tests.unit.test_rules import GPU, TOLERATE, container, gpu_worker, service
+from tests.vapdiff import admitted_form, compiled, policy_outcome, webhook_outcome
+
+SEVERITY_CONFIG = json.dumps(
+    {"rules": {"gpu-on-head": "deny", "replicas-within-bounds": "warn", "gpu-toleration": "off"}}
+)
+
+
+def agree(obj: dict[str, Any], old: dict[str, Any] | None = None, config: str = "{}") -> None:
+    setup = compiled(config)
+    got = policy_outcome(setup.exported, obj, old)
+    want = webhook_outcome(setup, obj, old)
+    assert got.errors == (), got.errors
+    assert sorted(got.findings) == sorted(want.findings), (obj.get("metadata"), got, want)
+    assert got.denied == want.denied
+
+
+@pytest.mark.parametrize(("file", "obj"), ray_object_params())
+def test_kuberay_samples(file: str, obj: dict[str, Any]) -> None:
+    admitted = admitted_form(obj)
+    assert admitted is not None, f"{file}: a KubeRay sample the API server would refuse"
+    agree(admitted)
+
+
+def _table_params() -> list[Any]:
+    return [pytest.param(case.obj, id=case.id) for case in load_cases()]
+
+
+@pytest.mark.parametrize("obj", _table_params())
+def test_kuberay_validation_table(obj: dict[str, Any]) -> None:
+    admitted = admitted_form(obj)
+    if admitted is None:
+        pytest.skip("the API server refuses this object before any admission policy runs")
+    agree(admitted)
+
+
+def _gpu(**resources: Any) -> dict[str, Any]:
+    return container(**resources)
+
+
+# Objects built like tests/unit/test_rules.py builds them: one or more findings of every covered rule.
+RULE_OBJECTS: dict[str, dict[str, Any]] = {
+    "clean": service([{}]),
+    "above-max": service([{"replicas": 10, "maxReplicas": 5}]),
+    "below-min": service([{"replicas": 1, "minReplicas": 2}]),
+    "zero-replicas": service([{"replicas": 0, "minReplicas": 1}]),
+    "suspended": service([{"replicas": 10, "maxReplicas": 5, "suspend": True}]),
+    "negative-max": service([{"replicas": 0, "minReplicas": 0, "maxReplicas": -1}]),
+    "negative-replicas": service([{"replicas": -1, "minReplicas": 1}]),
+    "autoscaler-owns": service([{"replicas": 10, "maxReplicas": 5}], enableInTreeAutoscaling=True),
+    "multi-host": service([{"replicas": 3, "maxReplicas": 2, "numOfHosts": 4}]),
+    "min-above-max": service([{"replicas": 3, "minReplicas": 4, "maxReplicas": 2}]),
+    "negative-min": service([{"replicas": -1, "minReplicas": -2, "maxReplicas": 5}]),
+    "no-hosts": service([{"numOfHosts": 0}]),
+    "duplicate-names": service([{"groupName": "a"}, {"groupName": "b"}, {"groupName": "a"}]),
+    "bad-label": service([{"groupName": "GPU group!"}]),
+    "long-label": service([{"groupName": "a" * 64}]),
+    "empty-name": service([{"groupName": ""}]),
+    "reserved": service([{"groupName": "headgroup"}]),
+    "no-containers": service([{"template": {"spec": {"containers": []}}}]),
+    "half-gpu": service([gpu_worker(container(limits={"nvidia.com/gpu": "0.5"}), **TOLERATE)]),
+    "negative-gpu": service([gpu_worker(container(limits={"nvidia.com/gpu": "-1"}), **TOLERATE)]),
+    "milli-gpu": service([gpu_worker(container(limits={"nvidia.com/gpu": "1500m"}), **TOLERATE)]),
+    "int-gpu": service([gpu_worker(container(limits={"nvidia.com/gpu": 2}), **TOLERATE)]),
+    "request-only": service([gpu_worker(container(requests={"nvidia.com/gpu": "1"}))]),
+    "request-differs": service(
+        [gpu_worker(container(requests={"nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "2"}), **TOLERATE)]
+    ),
+    "equal-spelled-apart": service(
+        [gpu_worker(container(requests={"nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "1000m"}), **TOLERATE)]
+    ),
+    "gpu-on-sidecar": service([gpu_worker(container("ray"), container("sidecar", **GPU), **TOLERATE)]),
+    "gpu-on-head": service([{}], head=[container("head", **GPU)]),
+    "two-vendors": service(
+        [gpu_worker(container(limits={"nvidia.com/gpu": "1", "amd.com/gpu": "1"}), **TOLERATE)]
+    ),
+    "mig": service([gpu_worker(container(limits={"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}),
+                               **TOLERATE)]),  # fmt: skip
+    "visible-devices": service(
+        [gpu_worker({**container(), "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]})]
+    ),
+    "visible-devices-void": service(
+        [gpu_worker({**container(), "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": " VOID "}]})]
+    ),
+    "visible-devices-from": service(
+        [gpu_worker({**container(), "env": [{"name": "NVIDIA_VISIBLE_DEVICES",
+                                            "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]})]
+    ),  # fmt: skip
+    "env-from-prefix": service([gpu_worker({**container(), "envFrom": [{"prefix": "NVIDIA_", "configMapRef":
+                                                                        {"name": "c"}}]})]),  # fmt: skip
+    "env-from-gpu-node": service(
+        [gpu_worker({**container(), "envFrom": [{"configMapRef": {"name": "c"}}]}, **TOLERATE)]
+    ),
+    "env-from-cpu-node": service([gpu_worker({**container(), "envFrom": [{"configMapRef": {"name": "c"}}]})]),
+    "selects-gpu-nodes": service([gpu_worker(container(), nodeSelector={"nvidia.com/gpu.product": "A100"})]),
+    "affinity-gpu-nodes": service([gpu_worker(container(), affinity={"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "nvidia.com/gpu.present", "operator": "Exists"}]}]}}})]),  # fmt: skip
+    "no-toleration": service([gpu_worker(container(**GPU))]),
+    "tolerate-all": service([gpu_worker(container(**GPU), tolerations=[{"operator": "Exists"}])]),
+    "init-gpu": service([gpu_worker(container("ray", **GPU), **TOLERATE,
+                                    initContainers=[container("init", limits={"nvidia.com/gpu": "2"})])]),  # fmt: skip
+    "native-sidecar": service([gpu_worker(container("ray", **GPU), **TOLERATE, initContainers=[
+        {**container("side", **GPU), "restartPolicy": "Always"}])]),  # fmt: skip
+    "nested-upgrade": service([{}], upgradeStrategy={"type": "Recreate"}),
+    "suspend-autoscaler": service([{"suspend": True}], enableInTreeAutoscaling=True),
+    "pod-name": service([{"groupName": "GPU_group"}]),
+    "autoscaler-options": service(
+        [{}], autoscalerOptions={"idleTimeoutSeconds": -1, "env": [{"name": "KUBERAY_GEN_AUTOSCALER_START_CMD"}]}
+    ),
+    "long-name": {**service([{}]), "metadata": {"name": "x" * 50, "namespace": "ml"}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RULE_OBJECTS))
+def test_rule_objects(name: str) -> None:
+    admitted = admitted_form(RULE_OBJECTS[name])
+    assert admitted is not None, name
+    agree(admitted)
+
+
+@pytest.mark.parametrize("name", sorted(RULE_OBJECTS))
+def test_rule_objects_with_configured_severities(name: str) -> None:
+    admitted = admitted_form(RULE_OBJECTS[name])
+    assert admitted is not None
+    agree(admitted, config=SEVERITY_CONFIG)
+
+
+@pytest.mark.parametrize("name", sorted(RULE_OBJECTS))
+def test_updates_that_keep_spec_labels_and_annotations(name: str) -> None:
+    """Finalizers or status change: the deny findings already there only warn, in both."""
+    admitted = admitted_form(RULE_OBJECTS[name])
+    assert admitted is not None
+    new = copy.deepcopy(admitted)
+    new["metadata"]["finalizers"] = ["ray.io/example"]
+    agree(new, old=admitted)
+
+
+def test_the_rule_objects_exercise_every_covered_rule() -> None:
+    setup = compiled()
+    seen = set()
+    for obj in RULE_OBJECTS.values():
+        admitted = admitted_form(obj)
+        assert admitted is not None
+        seen |= {rule for rule, _ in policy_outcome(setup.exported, admitted).findings}
+    covered_for_rayservice = set(next(d for d in setup.exported.definitions if "rayservice" in d.definition).covered)
+    missing = covered_for_rayservice - seen - {"definition-resolution", "ray-cluster-upgrade-strategy", "ray-job-limits"}
+    assert not missing
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(strategies.ray_objects(), st.booleans())
+def test_generated_objects(obj: dict[str, Any], update: bool) -> None:
+    admitted = admitted_form(obj)
+    if admitted is None:
+        return
+    if update:
+        new = copy.deepcopy(admitted)
+        new["metadata"].setdefault("labels", {})
+        new["metadata"]["finalizers"] = ["x/y"]
+        agree(new, old=admitted)
+    else:
+        agree(admitted)
