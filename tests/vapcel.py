@@ -119,10 +119,13 @@ def sum_list(values: Any) -> Any:
     raise CelError("sum of mixed types")
 
 
-def index_of(text: Any, sub: Any) -> int:
-    if not isinstance(text, str) or not isinstance(sub, str):
-        raise CelError("no such overload: indexOf")
-    return text.find(sub)
+def index_of(target: Any, item: Any) -> int:
+    """strings ext `indexOf` on a string; the Kubernetes lists library's on a list (first equal element)."""
+    if isinstance(target, str) and isinstance(item, str):
+        return target.find(item)
+    if isinstance(target, list):
+        return next((i for i, v in enumerate(target) if type(v) is type(item) and v == item), -1)
+    raise CelError("no such overload: indexOf")
 
 
 def substring(text: Any, start: Any, end: Any = None) -> str:

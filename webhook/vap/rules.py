@@ -156,12 +156,13 @@ def unique_instance_ids(ctx: Context) -> list[Check]:
         if not c.multi:
             continue
         ids = c.var("ids")
-        earlier = f"{c.var('idx')}.filter(j, j < i && {ids}[j] == {ids}[i])"
+        # indexOf (Kubernetes lists library) costs one traversal: n^2 in all, not the 7n^2 of a filter.
+        first = f"{ids}.indexOf({ids}[i])"
         message = (
             f'{cel.string(c.name + " name ")} + "\'" + {ids}[i] + "\' is used twice (also at index " + '
-            f'string({earlier}[0]) + "); pods of both would be indistinguishable"'
+            f'string({first}) + "); pods of both would be indistinguishable"'
         )
-        parts.append(_findings(c.var("idx"), "i", f"size({earlier}) > 0", message))
+        parts.append(_findings(c.var("idx"), "i", f"{first} != i", message))
     return [_check(parts)]
 
 
@@ -236,219 +237,171 @@ def _gpu_regex(settings: PolicySettings) -> str:
     return "^(?:" + "|".join(f"(?:{p.pattern})" for p in settings.gpu.resource_patterns) + ")$"
 
 
-class Gpu:
-    """CEL for the GPU facts of one container `x` (its limits, requests and GPU names)."""
+def _positive(values: str, key: str) -> str:
+    q = f"string({values}[{key}])"
+    return f"(isQuantity({q}) && quantity({q}).isGreaterThan(quantity('0')))"
 
-    def __init__(self, settings: PolicySettings) -> None:
-        self.regex = cel.string(_gpu_regex(settings))
 
-    @staticmethod
-    def limits(x: str) -> str:
-        return cel.map_at(x, ("resources", "limits"))
+def _container_record(x: str, init: bool) -> str:
+    """The facts the GPU rules read about one container, computed once (webhook.policy.gpu.ContainerView)."""
+    limits, requests = cel.map_at(x, ("resources", "limits")), cel.map_at(x, ("resources", "requests"))
+    name = f"(('name' in {x} && type({x}.name) == string && {x}.name != '') ? {x}.name : '?')"
+    sidecar = f"('restartPolicy' in {x} && {x}.restartPolicy == 'Always')" if init else "false"
+    facts = (
+        '{"name": dyn(' + name + '), "init": dyn(' + ("true" if init else "false") + '), "sidecar": dyn('
+        + sidecar + '), "limits": dyn(p[0]), "requests": dyn(p[1]), '
+        '"gpus": dyn(p[0].filter(k, k.matches(variables.gpu_pattern)) + '
+        "p[1].filter(k, k.matches(variables.gpu_pattern) && !(k in p[0]))), "
+        '"limited": dyn(p[0].exists(k, k.matches(variables.gpu_pattern) && ' + _positive("p[0]", "k") + ")), "
+        '"total": dyn((p[0].filter(k, k.matches(variables.gpu_pattern) && ' + _positive("p[0]", "k") + ")"
+        ".map(k, quantity(string(p[0][k])).asApproximateFloat()) + [0.0]).sum()), "
+        '"env": dyn(' + cel.list_at(x, ("env",)) + '), "envFrom": dyn(' + cel.list_at(x, ("envFrom",)) + ")}"
+    )
+    return cel.bind(f"[{limits}, {requests}]", "p", facts)
 
-    @staticmethod
-    def requests(x: str) -> str:
-        return cel.map_at(x, ("resources", "requests"))
 
-    def names(self, x: str) -> str:
-        """The container's GPU resource names (limits, then requests not in limits)."""
-        limits, requests = self.limits(x), self.requests(x)
-        return (
-            f"({limits}.filter(k, k.matches({self.regex})) + "
-            f"{requests}.filter(k, k.matches({self.regex}) && !(k in {limits})))"
+def _gpu_facts(ctx: Context) -> None:
+    """Per component: `<c>_ctrs` (per instance, a record per container then init container) and
+    `<c>_pods` (per instance: GPU limits anywhere, selects GPU nodes, tolerates a GPU taint)."""
+    variables = ctx.view.variables
+    if any(name == "gpu_pattern" for name, _ in variables.entries):
+        return
+    variables.add("gpu_pattern", cel.string(_gpu_regex(ctx.settings)))
+    for c in ctx.view.with_pods():
+        spec = "s"
+        records = (
+            f"{_containers(spec, 'containers')}.map(x, {_container_record('x', False)}) + "
+            f"{_containers(spec, 'initContainers')}.map(x, {_container_record('x', True)})"
         )
-
-    def asks(self, x: str) -> str:
-        limits, requests = self.limits(x), self.requests(x)
-        return f"({limits}.exists(k, k.matches({self.regex})) || {requests}.exists(k, k.matches({self.regex})))"
-
-    def positive_limit(self, x: str) -> str:
-        """Some GPU limit is a quantity above zero (the webhook's gpu_limit > 0)."""
-        limits = self.limits(x)
-        q = f"string({limits}[k])"
-        return f"{limits}.exists(k, k.matches({self.regex}) && isQuantity({q}) && quantity({q}).isGreaterThan(quantity('0')))"
-
-    def limit_total(self, x: str) -> str:
-        """The sum of the positive GPU limits, as a double (lists.sum)."""
-        limits = self.limits(x)
-        q = f"string({limits}[k])"
-        positive = f"k.matches({self.regex}) && isQuantity({q}) && quantity({q}).isGreaterThan(quantity('0'))"
-        return f"({limits}.filter(k, {positive}).map(k, quantity({q}).asApproximateFloat()) + [0.0]).sum()"
+        variables.add(f"{c.key}_ctrs", f"{c.var('specs')}.map(s, s == null ? [] : {records})")
+        pod = (
+            '{"limited": dyn(' + f"{c.var('ctrs')}[i].exists(r, r.limited)" + '), "selects": dyn('
+            + _selects_gpu_nodes(ctx.settings, f"{c.var('specs')}[i]") + '), "tolerates": dyn('
+            + _tolerates(ctx.settings, f"{c.var('specs')}[i]") + ")}"
+        )
+        variables.add(f"{c.key}_pods", f"{c.var('idx')}.map(i, {c.var('specs')}[i] == null ? "
+                                       '{"limited": dyn(false), "selects": dyn(false), "tolerates": dyn(false)} : '
+                                       f"{pod})")  # fmt: skip
 
 
 def _containers(spec: str, list_name: str) -> str:
     return f"{cel.list_at(spec, (list_name,))}.filter(x, type(x) == map)"
 
 
-def _container_label(c: ComponentView, x: str, init: bool) -> str:
-    kind = "init container" if init else "container"
-    name = f"(('name' in {x} && type({x}.name) == string && {x}.name != '') ? {x}.name : '?')"
-    return f'{c.label("i")} + " {kind} \'" + {name} + "\'"'
+def _label(c: ComponentView) -> str:
+    """`<instance label> container 'name'` for record r of instance i."""
+    return f'{c.label("i")} + (r.init ? " init container \'" : " container \'") + r.name + "\'"'
 
 
 def _per_container(
-    ctx: Context, predicate: Callable[[ComponentView, str, bool], str],
-    message: Callable[[ComponentView, str, bool], str], *, lists: tuple[str, ...] = ("containers", "initContainers"),
-    components: list[ComponentView] | None = None,
-) -> list[tuple[str, str]]:  # fmt: skip
+    ctx: Context, predicate: str, message: str, components: list[ComponentView] | None = None
+) -> list[tuple[str, str]]:
+    """Findings over the container records `r` of every instance `i` (messages joined per instance)."""
+    _gpu_facts(ctx)
     parts = []
     for c in components if components is not None else ctx.view.with_pods():
-        spec = f"{c.var('specs')}[i]"
-        for list_name in lists:
-            init = list_name == "initContainers"
-            inner_cond = f"{_containers(spec, list_name)}.exists(x, {predicate(c, 'x', init)})"
-            inner_msgs = f"{_containers(spec, list_name)}.filter(x, {predicate(c, 'x', init)}).map(x, {message(c, 'x', init)})"
-            parts.append(
-                (
-                    f"{c.var('idx')}.exists(i, {spec} != null && {inner_cond})",
-                    f"{c.var('idx')}.filter(i, {spec} != null && {inner_cond}).map(i, {inner_msgs})",
-                )
+        ctrs = f"{c.var('ctrs')}[i]"
+        parts.append(
+            (
+                f"{c.var('idx')}.exists(i, {ctrs}.exists(r, {predicate}))",
+                f"{c.var('idx')}.filter(i, {ctrs}.exists(r, {predicate}))"
+                f".map(i, {ctrs}.filter(r, {predicate}).map(r, {message.replace('{label}', _label(c))}).join(\"; \"))",
             )
+        )
     return parts
 
 
-def _flatten(parts: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Messages built as lists of lists (instances, then containers) joined into one list of strings."""
-    return [(cond, f"{msgs}.map(l, l.join(\"; \"))") for cond, msgs in parts]
+def _bad_gpu_quantity(values: str) -> str:
+    q = f"string({values}[k])"
+    return f"(!isQuantity({q}) || !quantity({q}).isInteger() || quantity({q}).isLessThan(quantity('0')))"
 
 
 def gpu_whole_number(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
-    parts = []
-    for section in ("requests", "limits"):
-        values = gpu.limits("x") if section == "limits" else gpu.requests("x")
-        q = f"string({values}[k])"
-        bad = f"k.matches({gpu.regex}) && (!isQuantity({q}) || !quantity({q}).isInteger() || quantity({q}).isLessThan(quantity('0')))"
-
-        def predicate(c: ComponentView, x: str, init: bool, bad: str = bad, values: str = values) -> str:
-            return f"{values}.exists(k, {bad})"
-
-        def message(c: ComponentView, x: str, init: bool, bad: str = bad, values: str = values, section: str = section) -> str:
-            return (
-                f'{values}.filter(k, {bad}).map(k, {_container_label(c, x, init)} + ": " + k + '
-                f'" {section} must be a whole number of GPUs, got " + {q}).join("; ")'
-            )
-
-        parts.extend(_per_container(ctx, predicate, message))
-    return [_check(_flatten(parts))]
+    bad = {section: f"r.gpus.filter(k, k in r.{section} && {_bad_gpu_quantity('r.' + section)})"
+           for section in ("requests", "limits")}  # fmt: skip
+    predicate = f"(size({bad['requests']}) > 0 || size({bad['limits']}) > 0)"
+    message = (
+        f'{{label}} + ": " + ({bad["requests"]}.map(k, k + " requests " + string(r.requests[k])) + '
+        f'{bad["limits"]}.map(k, k + " limits " + string(r.limits[k]))).join(", ") + '
+        '" must be a whole number of GPUs"'
+    )
+    return [_check(_per_container(ctx, predicate, message))]
 
 
 def gpu_requests_equal_limits(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
-    limits, requests = gpu.limits("x"), gpu.requests("x")
-    rq, lq = f"string({requests}[k])", f"string({limits}[k])"
-    missing = f"k.matches({gpu.regex}) && !(k in {limits})"
+    rq, lq = "string(r.requests[k])", "string(r.limits[k])"
     differs = (
-        f"k.matches({gpu.regex}) && k in {limits} && isQuantity({rq}) && isQuantity({lq}) && "
-        f"quantity({rq}).compareTo(quantity({lq})) != 0"
+        f"!(k in r.limits) || (isQuantity({rq}) && isQuantity({lq}) && quantity({rq}).compareTo(quantity({lq})) != 0)"
     )
+    wrong = f"r.gpus.filter(k, k in r.requests && ({differs}))"
+    message = (
+        f'{{label}} + ": " + {wrong}.map(k, k in r.limits ? k + " request " + {rq} + " differs from its limit " + '
+        f'{lq} + "; GPUs cannot be overcommitted" : k + " is requested (" + {rq} + ") but has no limit; GPUs '
+        'need a limit equal to the request").join(", ")'
+    )
+    return [_check(_per_container(ctx, f"size({wrong}) > 0", message))]
 
-    def predicate(c: ComponentView, x: str, init: bool) -> str:
-        return f"{requests}.exists(k, ({missing}) || ({differs}))"
 
-    def message(c: ComponentView, x: str, init: bool) -> str:
-        label = _container_label(c, x, init)
-        return (
-            f'{requests}.filter(k, {missing}).map(k, {label} + ": " + k + " is requested (" + {rq} + ") but has no '
-            f'limit; GPUs need a limit equal to the request") + {requests}.filter(k, {differs}).map(k, {label} + '
-            f'": " + k + " request " + {rq} + " differs from its limit " + {lq} + "; GPUs cannot be '
-            f'overcommitted")).join("; ")'
-        ).replace("\n", " ")
-
-    return [_check(_flatten(_per_container(ctx, predicate, message)))]
+def _vendor(k: str) -> str:
+    return f"({k}.indexOf('/') >= 0 ? {k}.substring(0, {k}.indexOf('/')) : {k})"
 
 
 def gpu_single_vendor(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
-
-    def vendor(k: str) -> str:
-        return f"({k}.indexOf('/') >= 0 ? {k}.substring(0, {k}.indexOf('/')) : {k})"
-
-    def predicate(c: ComponentView, x: str, init: bool) -> str:
-        names = gpu.names(x)
-        return f"{names}.exists(a, {names}.exists(b, {vendor('a')} != {vendor('b')}))"
-
-    def message(c: ComponentView, x: str, init: bool) -> str:
-        return (
-            f'{_container_label(c, x, init)} + " asks for GPUs of several vendors (" + {gpu.names(x)}.join(", ") + '
-            '"); no node has both, so the pod never schedules"'
-        )
-
-    return [_check(_flatten([(cond, f"{msgs}") for cond, msgs in _per_container(ctx, predicate, message)]))]
+    predicate = f"r.gpus.exists(a, r.gpus.exists(b, {_vendor('a')} != {_vendor('b')}))"
+    message = (
+        '{label} + " asks for GPUs of several vendors (" + r.gpus.join(", ") + "); no node has both, so the pod '
+        'never schedules"'
+    )
+    return [_check(_per_container(ctx, predicate, message))]
 
 
 def gpu_on_head(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
     heads = [c for c in ctx.view.with_pods() if c.role == "head"]
-
-    def message(c: ComponentView, x: str, init: bool) -> str:
-        return (
-            f'{_container_label(c, x, init)} + " asks for " + {gpu.names(x)}.join(", ") + ": GPUs on the head are '
-            'usually idle (Ray schedules GPU work on workers); set the rule to off if this is intended"'
-        )
-
-    parts = _per_container(ctx, lambda c, x, init: gpu.asks(x), message, components=heads)
-    return [_check(_flatten(parts))]
+    message = (
+        '{label} + " asks for " + r.gpus.join(", ") + ": GPUs on the head are usually idle (Ray schedules GPU work '
+        'on workers); set the rule to off if this is intended"'
+    )
+    return [_check(_per_container(ctx, "size(r.gpus) > 0", message, components=heads))]
 
 
 def gpu_on_primary_container(ctx: Context) -> list[Check]:
     primary = ctx.view.definition.hints.primary_container
     if primary is None:
         return []
-    gpu = Gpu(ctx.settings)
+    _gpu_facts(ctx)
     read_by = f"only containers[{primary}] is read for the resources the workload advertises (Ray's num-gpus)"
     strict = []
     for c in ctx.view.with_pods():
-        spec = f"{c.var('specs')}[i]"
-        containers = cel.list_at(spec, ("containers",))
-        # A container other than the primary one, by index (duplicates of it must not hide).
-        others = f"variables.range.filter(k, k < size({containers}) && k != {primary} && type({containers}[k]) == map)"
-        x = f"{containers}[k]"
-        cond = f"{others}.exists(k, {gpu.asks(x)})"
-        msgs = (
-            f'{others}.filter(k, {gpu.asks(x)}).map(k, {_container_label(c, x, False)} + " asks for " + '
-            f'{gpu.names(x)}.join(", ") + ", but {read_by}; move the GPUs there").join("; ")'
+        ctrs = f"{c.var('ctrs')}[i]"
+        mains = f"{ctrs}.filter(r, !r.init)"
+        asking = f"{mains}.filter(r, size(r.gpus) > 0)"
+        # A container other than containers[primary] asks for GPUs: more asking containers than the
+        # primary one accounts for (counted, so that a copy of the primary container cannot hide).
+        primary_asks = f"(size({mains}) > {primary} && size({mains}[{primary}].gpus) > 0)"
+        condition = f"size({asking}) > ({primary_asks} ? 1 : 0)"
+        message = (
+            f'{c.label("i")} + ": containers " + {asking}.map(r, "\'" + r.name + "\'").join(", ") + " ask for '
+            f'GPUs, but {read_by}; move the GPUs there"'
         )
-        strict.append((f"{c.var('idx')}.exists(i, {spec} != null && {cond})",
-                       f"{c.var('idx')}.filter(i, {spec} != null && {cond}).map(i, {msgs})"))  # fmt: skip
-
-    sidecar = "'restartPolicy' in x && x.restartPolicy == 'Always'"
+        strict.append(_findings(c.var("idx"), "i", condition, message))
     strict += _per_container(
-        ctx,
-        lambda c, x, init: f"({sidecar}) && {gpu.asks(x)}",
-        lambda c, x, init: (
-            f'{_container_label(c, x, init)} + " is a native sidecar (restartPolicy: Always) and asks for " + '
-            f'{gpu.names(x)}.join(", ") + ": it holds them beside the other containers for the pod\'s whole life, '
-            f'but {read_by}; move the GPUs there"'
-        ),
-        lists=("initContainers",),
-    )
-
-    def primary_total(c: ComponentView) -> str:
-        spec = f"{c.var('specs')}[i]"
-        containers = cel.list_at(spec, ("containers",))
-        first = f"{containers}[{primary}]"
-        return f"((size({containers}) > {primary} && type({first}) == map) ? {gpu.limit_total(first)} : 0.0)"
-
-    softened = _per_container(
-        ctx,
-        lambda c, x, init: f"!({sidecar}) && {gpu.asks(x)} && {gpu.limit_total(x)} > {primary_total(c)}",
-        lambda c, x, init: (
-            f'{_container_label(c, x, init)} + " asks for " + string({gpu.limit_total(x)}) + " GPUs and '
-            f'containers[{primary}] for " + string({primary_total(c)}) + ": the pod holds them for its whole life '
-            f'(an init container\'s request counts for the pod), but the workload uses the GPUs of '
-            f'containers[{primary}] only"'
-        ),
-        lists=("initContainers",),
-    )
-    return [_check(_flatten(strict)), _check(_flatten(softened), softened=True)]
-
-
-def _has_gpu_limits(gpu: Gpu, spec: str) -> str:
-    return (
-        f"({_containers(spec, 'containers')}.exists(x, {gpu.positive_limit('x')}) || "
-        f"{_containers(spec, 'initContainers')}.exists(x, {gpu.positive_limit('x')}))"
-    )
+        ctx, "r.sidecar && size(r.gpus) > 0",
+        '{label} + " is a native sidecar (restartPolicy: Always) and asks for " + r.gpus.join(", ") + ": it holds '
+        f'them beside the other containers for the pod\'s whole life, but {read_by}; move the GPUs there"',
+    )  # fmt: skip
+    softened = []
+    for c in ctx.view.with_pods():
+        ctrs = f"{c.var('ctrs')}[i]"
+        mains = f"{ctrs}.filter(r, !r.init)"
+        read = f"(size({mains}) > {primary} ? {mains}[{primary}].total : 0.0)"
+        softened += _per_container(
+            ctx, f"r.init && !r.sidecar && size(r.gpus) > 0 && r.total > {read}",
+            f'{{label}} + " asks for " + string(r.total) + " GPUs and containers[{primary}] for " + string({read}) + '
+            '": the pod holds them for its whole life (an init container\'s request counts for the pod), but the '
+            f'workload uses the GPUs of containers[{primary}] only"',
+            components=[c],
+        )  # fmt: skip
+    return [_check(strict), _check(softened, softened=True)]
 
 
 def _selects_gpu_nodes(settings: PolicySettings, spec: str) -> str:
@@ -470,83 +423,69 @@ def _tolerates(settings: PolicySettings, spec: str) -> str:
     taints = cel.strings(settings.gpu.taint_keys)
     key = "(('key' in t && t.key != null) ? t.key : '')"
     operator = "(('operator' in t && t.operator != null && t.operator != '') ? t.operator : 'Equal')"
-    return f"{cel.list_at(spec, ('tolerations',))}.exists(t, type(t) == map && (({key} == '' && {operator} == 'Exists') || {key} in {taints}))"
+    return (
+        f"{cel.list_at(spec, ('tolerations',))}.exists(t, type(t) == map && "
+        f"(({key} == '' && {operator} == 'Exists') || {key} in {taints}))"
+    )
 
 
 def gpu_node_selector(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
+    _gpu_facts(ctx)
     parts = []
     for c in ctx.view.with_pods():
-        spec = f"{c.var('specs')}[i]"
-        predicate = f"{spec} != null && !{_has_gpu_limits(gpu, spec)} && {_selects_gpu_nodes(ctx.settings, spec)}"
+        pod = f"{c.var('pods')}[i]"
         message = f'{c.label("i")} + ": the pod template selects GPU nodes but no container has a GPU limit"'
-        parts.append(_findings(c.var("idx"), "i", predicate, message))
+        parts.append(_findings(c.var("idx"), "i", f"!{pod}.limited && {pod}.selects", message))
     return [_check(parts)]
 
 
 def gpu_toleration(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
+    _gpu_facts(ctx)
     parts = []
     keys = ", ".join(ctx.settings.gpu.taint_keys)
     for c in ctx.view.with_pods():
-        spec = f"{c.var('specs')}[i]"
-        predicate = f"{spec} != null && {_has_gpu_limits(gpu, spec)} && !{_tolerates(ctx.settings, spec)}"
-        message = f'{c.label("i")} + ": asks for GPUs but tolerates no GPU taint ({keys}); it stays Pending on tainted GPU nodes"'
-        parts.append(_findings(c.var("idx"), "i", predicate, message))
+        pod = f"{c.var('pods')}[i]"
+        message = (
+            f'{c.label("i")} + ": asks for GPUs but tolerates no GPU taint ({keys}); it stays Pending on tainted '
+            'GPU nodes"'
+        )
+        parts.append(_findings(c.var("idx"), "i", f"{pod}.limited && !{pod}.tolerates", message))
     return [_check(parts)]
 
 
 def nvidia_visible_devices(ctx: Context) -> list[Check]:
-    gpu = Gpu(ctx.settings)
     name = cel.string(VISIBLE_DEVICES)
-    env = cel.list_at("x", ("env",))
     entry = f"type(e) == map && 'name' in e && e.name == {name}"
-    from_source = f"'valueFrom' in e && type(e.valueFrom) == map && size(e.valueFrom) > 0"
+    from_source = "('valueFrom' in e && type(e.valueFrom) == map && size(e.valueFrom) > 0)"
     literal = (
-        f"!({from_source}) && 'value' in e && type(e.value) == string && "
-        "!(e.value.trim().lowerAscii() in ['', 'none', 'void'])"
+        f"(!{from_source} && 'value' in e && type(e.value) == string && "
+        "!(e.value.trim().lowerAscii() in ['', 'none', 'void']))"
     )
-    explicit = f"{env}.exists(e, {entry})"
-    env_from = cel.list_at("x", ("envFrom",))
+    explicit = f"r.env.exists(e, {entry})"
     prefix = "(('prefix' in s && type(s.prefix) == string) ? s.prefix : '')"
-    targets = f"type(s) == map && {cel.string(VISIBLE_DEVICES)}.startsWith({prefix})"
-    no_limit = f"!{gpu.positive_limit('x')}"
-
-    def strict_predicate(c: ComponentView, x: str, init: bool) -> str:
-        return cel.all_of(
-            no_limit,
-            cel.any_of(
-                f"{env}.exists(e, {entry} && (({from_source}) || ({literal})))",
-                f"(!{explicit} && {env_from}.exists(s, {targets} && {prefix} != ''))",
-            ),
-        )
-
-    def strict_message(c: ComponentView, x: str, init: bool) -> str:
-        label = _container_label(c, x, init)
-        return (
-            f'{label} + " sets or can set {VISIBLE_DEVICES} (env value, valueFrom or an envFrom prefix) without a '
-            'GPU limit: it would use GPUs the scheduler gave to other pods; request GPUs in resources.limits '
-            'instead"'
-        )
-
-    parts = _per_container(ctx, strict_predicate, strict_message)
-    soft_parts = []
+    targets = f"type(s) == map && {name}.startsWith({prefix})"
+    strict = (
+        f"!r.limited && (r.env.exists(e, {entry} && ({from_source} || {literal})) || "
+        f"(!{explicit} && r.envFrom.exists(s, {targets} && {prefix} != '')))"
+    )
+    message = (
+        f'{{label}} + " sets or can set {VISIBLE_DEVICES} (a value, valueFrom or an envFrom prefix) without a GPU '
+        'limit: it would use GPUs the scheduler gave to other pods; request GPUs in resources.limits instead"'
+    )
+    parts = _per_container(ctx, strict, message)
+    soft = []
     for c in ctx.view.with_pods():
-        spec = f"{c.var('specs')}[i]"
-        reaches = f"({_selects_gpu_nodes(ctx.settings, spec)} || {_tolerates(ctx.settings, spec)})"
-        soft_parts += _per_container(
+        pod = f"{c.var('pods')}[i]"
+        soft += _per_container(
             ctx,
-            lambda c, x, init, reaches=reaches: cel.all_of(
-                no_limit, f"!{explicit}", f"{env_from}.exists(s, {targets} && {prefix} == '')", reaches
-            ),
-            lambda c, x, init: (
-                f'{_container_label(c, x, init)} + " takes variables from a ConfigMap or Secret the webhook cannot '
-                f'read; the pod can run on GPU nodes and has no GPU limit here, so a key {VISIBLE_DEVICES} in it '
-                f'would use GPUs the scheduler gave to other pods; set {VISIBLE_DEVICES}=void in env to be sure"'
-            ),
+            f"!r.limited && !{explicit} && r.envFrom.exists(s, {targets} && {prefix} == '') && "
+            f"({pod}.selects || {pod}.tolerates)",
+            '{label} + " takes variables from a ConfigMap or Secret the webhook cannot read; the pod can run on GPU '
+            f"nodes and has no GPU limit here, so a key {VISIBLE_DEVICES} in it would use GPUs the scheduler gave to "
+            f'other pods; set {VISIBLE_DEVICES}=void in env to be sure"',
             components=[c],
         )
-    return [_check(_flatten(parts)), _check(_flatten(soft_parts), softened=True)]
+    return [_check(parts), _check(soft, softened=True)]
 
 
 # --- KubeRay ----------------------------------------------------------------------------------------
