@@ -61,6 +61,8 @@ def policy_outcome(exported: Export, obj: Mapping[str, Any], old: Mapping[str, A
             if failure.error:
                 errors.append(f"{policy['metadata']['name']}[{failure.index}]: {failure.message}")
                 continue
+            assert "messageExpression failed" not in failure.message, failure.message
+            assert "\n" not in failure.message and len(failure.message.encode()) <= 5 * 1024, failure.message
             rule = failure.message[1 : failure.message.index("]")]
             findings.add((rule, severity))
     return Outcome(any(s == "deny" for _, s in findings), frozenset(findings), tuple(errors))

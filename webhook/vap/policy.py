@@ -100,8 +100,7 @@ def compile_definition(
         except NotCovered as exc:
             result.not_covered[rule.id] = str(exc)
             continue
-        if not checks:
-            continue  # the rule has nothing to check for this kind (as in the webhook)
+        # Covered even with no checks: then the rule never fires for this kind, in the webhook either.
         result.covered[rule.id] = str(severity)
         for check in checks:
             if check.condition == "false":
@@ -156,8 +155,9 @@ def _already_present_expression(check: Check) -> str:
 
 
 def _validation(rule: Rule, check: Check, expression: str, suffix: str = "") -> dict[str, Any]:
-    tag = cel.string(f"[{rule.id}] ")
-    more = 'size(m) > 1 ? " (and " + string(size(m) - 1) + " more)" : ""'
+    # A VAP validation has no fieldPath (only CRD validation rules do): the path goes into the message.
+    tag = cel.string(f"[{rule.id}] " + (f"{check.field_path}: " if check.field_path else ""))
+    more = '(size(m) > 1 ? " (and " + string(size(m) - 1) + " more)" : "")'
     message = cel.bind(check.messages, "m", f"{tag} + m[0] + {more}" + (f" + {cel.string(suffix)}" if suffix else ""))
     validation: dict[str, Any] = {
         "expression": expression,
@@ -166,8 +166,6 @@ def _validation(rule: Rule, check: Check, expression: str, suffix: str = "") -> 
         "reason": "Invalid",
         "_rule": rule.id,
     }
-    if check.field_path:
-        validation["fieldPath"] = check.field_path
     return validation
 
 

@@ -57,12 +57,28 @@ def _check(parts: list[tuple[str, str]], **kwargs: object) -> Check:
     return Check(cel.any_of(*(c for c, _ in parts)), " + ".join(m for _, m in parts) or "[]", **kwargs)  # type: ignore[arg-type]
 
 
-def _count(c: ComponentView, i: str, pods: str) -> str:
-    """webhook.policy.scale._count: replicas, and pods when a replica is several pods."""
-    ppr = f"{c.var('ppr')}[{i}]"
-    whole = f"{ppr} != null && {ppr} > 1 && {pods} % {ppr} == 0"
-    per = f'string({pods} / {ppr}) + " (" + string({pods}) + " pods at " + string({ppr}) + " per replica)"'
-    return f"({whole} ? {per} : string({pods}))"
+def _shown(ctx: Context, c: ComponentView) -> str:
+    """`<c>_shown`: per instance, its scale values as messages show them (webhook.policy.scale._count):
+    replicas, and pods when a replica is several pods. Computed only when a message needs it."""
+    name = f"{c.key}_shown"
+    if not any(n == name for n, _ in ctx.view.variables.entries):
+        ppr = f"{c.var('ppr')}[i]"
+        whole = f"{ppr} != null && {ppr} > 1 && v % {ppr} == 0"
+        per = f'string(v / {ppr}) + " (" + string(v) + " pods at " + string({ppr}) + " per replica)"'
+        text = f"(v == null ? '' : ({whole} ? {per} : string(v)))"
+        lo = f"{c.var('min')}[i]"
+        start = f"(({lo} != null && {lo} > 0) ? {lo} : 0)"
+        fields = ", ".join(
+            f'"{key}": {cel.bind(value, "v", text)}'
+            for key, value in (("replicas", f"{c.var('replicas')}[i]"), ("min", lo), ("max", f"{c.var('max')}[i]"),
+                               ("start", start))
+        )  # fmt: skip
+        ctx.view.variables.add(name, f"{c.var('idx')}.map(i, {{{fields}}})")
+    return c.var("shown")
+
+
+def _count(ctx: Context, c: ComponentView, i: str, which: str) -> str:
+    return f"{_shown(ctx, c)}[{i}].{which}"
 
 
 def _runner(ctx: Context) -> str:
@@ -85,10 +101,11 @@ def replicas_within_bounds(ctx: Context) -> list[Check]:
         above = cel.all_of(applies, f"{hi} != null", f"{r} > {hi}")
         below = cel.all_of(applies, f"!({hi} != null && {r} > {hi})", f"{lo} != null", f"{r} < {lo}")
         where = c.field_location("i", "replicas")
-        for predicate, word, bound in ((above, "above maxReplicas", hi), (below, "below minReplicas", lo)):
+        for predicate, word, bound in ((above, "above maxReplicas", "max"), (below, "below minReplicas", "min")):
+            shown = _count(ctx, c, "i", bound)
             message = (
-                f'{where} + ": " + {c.label("i")} + ": replicas " + {_count(c, "i", r)} + " is {word} " + '
-                f'{_count(c, "i", bound)} + "; {runner} would run " + {_count(c, "i", bound)}'
+                f'{where} + ": " + {c.label("i")} + ": replicas " + {_count(ctx, c, "i", "replicas")} + " is {word} '
+                f'" + {shown} + "; {runner} would run " + {shown}'
             )
             strict.append(_findings(c.var("idx"), "i", predicate, message))
     # Under an autoscaler the finding is a warning at most, with the owner named.
@@ -107,7 +124,7 @@ def min_not_above_max(ctx: Context) -> list[Check]:
         predicate = cel.all_of(f"{lo} != null", f"{hi} != null", f"{lo} >= 0", f"{hi} >= 0", f"{lo} > {hi}")
         message = (
             f'{c.field_location("i", "minReplicas")} + ": " + {c.label("i")} + ": minReplicas " + '
-            f'{_count(c, "i", lo)} + " is greater than maxReplicas " + {_count(c, "i", hi)} + '
+            f'{_count(ctx, c, "i", "min")} + " is greater than maxReplicas " + {_count(ctx, c, "i", "max")} + '
             f'"; {_runner(ctx)} refuses the group"'
         )
         parts.append(_findings(c.var("idx"), "i", predicate, message))
@@ -120,9 +137,7 @@ def non_negative_scale(ctx: Context) -> list[Check]:
         for field, name in (("replicas", "replicas"), ("minReplicas", "min"), ("maxReplicas", "max")):
             value = f"{c.var(name)}[i]"
             if field == "replicas":
-                lo = f"{c.var('min')}[i]"
-                start = f"(({lo} != null && {lo} > 0) ? {lo} : 0)"
-                effect = f'"{_runner(ctx)} would run " + {_count(c, "i", start)}'
+                effect = f'"{_runner(ctx)} would run " + {_count(ctx, c, "i", "start")}'
             else:
                 effect = f'"{_runner(ctx)} refuses the group"'
             message = (
@@ -492,10 +507,14 @@ def nvidia_visible_devices(ctx: Context) -> list[Check]:
 
 
 def _cluster_spec(ctx: Context) -> tuple[str, tuple[str, ...]]:
+    """The Ray cluster spec of the object (a variable, read once) and where it sits."""
     path = CLUSTER_SPEC_PATHS.get(ctx.kind)
     if path is None or ctx.view.definition.root_kind.group != RAY_GROUP:
         raise NotCovered("not a Ray kind")
-    return cel.map_at("object", path), tuple(str(p) for p in path)
+    variables = ctx.view.variables
+    if not any(name == "ray_cluster_spec" for name, _ in variables.entries):
+        variables.add("ray_cluster_spec", cel.map_at("object", path))
+    return "variables.ray_cluster_spec", tuple(str(p) for p in path)
 
 
 def _workers(spec: str) -> str:
