@@ -8,7 +8,7 @@ TOOLS := .tools/bin
 CERTS := certs
 BIND ?= 127.0.0.1:8443
 
-.PHONY: help venv tools certs run test test-fast lint fmt bench fuzz crd-defaults clean
+.PHONY: help venv tools certs run test test-fast lint fmt bench fuzz crd-defaults chart-vap clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -68,6 +68,9 @@ fuzz: $(STAMP) ## long fuzzing run of the HTTP endpoints (100,000 generated revi
 
 crd-defaults: $(STAMP) ## regenerate webhook/kube/data/crd_defaults.json from KubeRay's CRDs
 	$(BIN)/python scripts/gen_crd_defaults.py --out webhook/kube/data/crd_defaults.json tests/data/corpus/kuberay/crd/ray.io_*.yaml
+
+chart-vap: $(STAMP) ## regenerate the chart's ValidatingAdmissionPolicies from the built-in definitions (docs/vap.md)
+	$(BIN)/python scripts/gen_chart_vap.py --out charts/karta-admission/files/validating-admission-policies.json
 
 clean: ## remove the virtualenv, tools, certificates and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

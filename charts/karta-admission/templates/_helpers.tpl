@@ -160,11 +160,13 @@ annotations:
   "secretName" (include "karta-admission.tlsSecretName" .)
   "serviceName" (include "karta-admission.fullname" .)
   "namespace" .Release.Namespace
-  "validatingWebhookConfiguration" (include "karta-admission.validatingWebhookName" .)
   "dir" (include "karta-admission.tlsDir" .)
   "validityDays" (int $v.certificates.selfManaged.validityDays)
   "renewBeforeDays" (int $v.certificates.selfManaged.renewBeforeDays)
 -}}
+{{- if ne $v.validation "policy" -}}
+{{- $_ := set $selfManaged "validatingWebhookConfiguration" (include "karta-admission.validatingWebhookName" .) -}}
+{{- end -}}
 {{- if $v.mutation.enabled -}}
 {{- $_ := set $selfManaged "mutatingWebhookConfiguration" (include "karta-admission.mutatingWebhookName" .) -}}
 {{- end -}}
