@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
@@ -68,9 +68,10 @@ def parse(text: str) -> Decimal:
             if abs(exponent) > 400:
                 raise CelError("exponent out of the range this test implementation handles")
             value = number.scaleb(exponent)
-        if value != 0 and value.as_tuple().exponent < -9:  # type: ignore[operator]
+        exponent_of = value.as_tuple().exponent
+        if value != 0 and isinstance(exponent_of, int) and exponent_of < -9:
             value = value.quantize(Decimal("1e-9"), rounding="ROUND_UP")
-    return -value if match.group("sign") == "-" else value
+    return Decimal(-value if match.group("sign") == "-" else value)
 
 
 def _q(value: Any) -> Decimal:
@@ -156,7 +157,7 @@ def join(values: Any, separator: Any = "") -> str:
     return str(separator).join(values)
 
 
-FUNCTIONS = {
+FUNCTIONS: dict[str, Callable[..., Any]] = {
     "quantity": quantity,
     "isQuantity": is_quantity,
     "isInteger": is_integer,
@@ -217,7 +218,7 @@ def run_policy(
         context.add_variable("variables", values)
         try:
             values[variable["name"]] = compiled(variable["expression"]).execute(context)
-        except Exception:  # noqa: S112 - kube-apiserver evaluates lazily: only a variable in use may fail
+        except Exception:  # kube-apiserver evaluates variables lazily: only one in use may fail
             continue
     context.add_variable("variables", values)
     out = []

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scripts.gen_chart_vap import compile_for_chart, render
+from webhook.vap.chart import compile_for_chart, render
 
-ARTIFACT = Path(__file__).resolve().parents[2] / "charts" / "karta-admission" / "files" / "validating-admission-policies.json"
+ARTIFACT = (
+    Path(__file__).resolve().parents[2] / "charts" / "karta-admission" / "files" / "validating-admission-policies.json"
+)
 
 
 def test_the_committed_policies_are_up_to_date() -> None:

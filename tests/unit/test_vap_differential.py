@@ -91,11 +91,8 @@ RULE_OBJECTS: dict[str, dict[str, Any]] = {
     ),
     "gpu-on-sidecar": service([gpu_worker(container("ray"), container("sidecar", **GPU), **TOLERATE)]),
     "gpu-on-head": service([{}], head=[container("head", **GPU)]),
-    "two-vendors": service(
-        [gpu_worker(container(limits={"nvidia.com/gpu": "1", "amd.com/gpu": "1"}), **TOLERATE)]
-    ),
-    "mig": service([gpu_worker(container(limits={"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}),
-                               **TOLERATE)]),  # fmt: skip
+    "two-vendors": service([gpu_worker(container(limits={"nvidia.com/gpu": "1", "amd.com/gpu": "1"}), **TOLERATE)]),
+    "mig": service([gpu_worker(container(limits={"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}), **TOLERATE)]),
     "visible-devices": service(
         [gpu_worker({**container(), "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]})]
     ),
@@ -103,25 +100,59 @@ RULE_OBJECTS: dict[str, dict[str, Any]] = {
         [gpu_worker({**container(), "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": " VOID "}]})]
     ),
     "visible-devices-from": service(
-        [gpu_worker({**container(), "env": [{"name": "NVIDIA_VISIBLE_DEVICES",
-                                            "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]})]
-    ),  # fmt: skip
-    "env-from-prefix": service([gpu_worker({**container(), "envFrom": [{"prefix": "NVIDIA_", "configMapRef":
-                                                                        {"name": "c"}}]})]),  # fmt: skip
+        [
+            gpu_worker(
+                {
+                    **container(),
+                    "env": [
+                        {"name": "NVIDIA_VISIBLE_DEVICES", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}
+                    ],
+                }
+            )
+        ]
+    ),
+    "env-from-prefix": service(
+        [gpu_worker({**container(), "envFrom": [{"prefix": "NVIDIA_", "configMapRef": {"name": "c"}}]})]
+    ),
     "env-from-gpu-node": service(
         [gpu_worker({**container(), "envFrom": [{"configMapRef": {"name": "c"}}]}, **TOLERATE)]
     ),
     "env-from-cpu-node": service([gpu_worker({**container(), "envFrom": [{"configMapRef": {"name": "c"}}]})]),
     "selects-gpu-nodes": service([gpu_worker(container(), nodeSelector={"nvidia.com/gpu.product": "A100"})]),
-    "affinity-gpu-nodes": service([gpu_worker(container(), affinity={"nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "nvidia.com/gpu.present", "operator": "Exists"}]}]}}})]),  # fmt: skip
+    "affinity-gpu-nodes": service(
+        [
+            gpu_worker(
+                container(),
+                affinity={
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "Exists"}]}
+                            ]
+                        }
+                    }
+                },
+            )
+        ]
+    ),
     "no-toleration": service([gpu_worker(container(**GPU))]),
     "tolerate-all": service([gpu_worker(container(**GPU), tolerations=[{"operator": "Exists"}])]),
-    "init-gpu": service([gpu_worker(container("ray", **GPU), **TOLERATE,
-                                    initContainers=[container("init", limits={"nvidia.com/gpu": "2"})])]),  # fmt: skip
-    "native-sidecar": service([gpu_worker(container("ray", **GPU), **TOLERATE, initContainers=[
-        {**container("side", **GPU), "restartPolicy": "Always"}])]),  # fmt: skip
+    "init-gpu": service(
+        [
+            gpu_worker(
+                container("ray", **GPU), **TOLERATE, initContainers=[container("init", limits={"nvidia.com/gpu": "2"})]
+            )
+        ]
+    ),
+    "native-sidecar": service(
+        [
+            gpu_worker(
+                container("ray", **GPU),
+                **TOLERATE,
+                initContainers=[{**container("side", **GPU), "restartPolicy": "Always"}],
+            )
+        ]
+    ),
     "nested-upgrade": service([{}], upgradeStrategy={"type": "Recreate"}),
     "suspend-autoscaler": service([{"suspend": True}], enableInTreeAutoscaling=True),
     "pod-name": service([{"groupName": "GPU_group"}]),
@@ -164,7 +195,9 @@ def test_the_rule_objects_exercise_every_covered_rule() -> None:
         assert admitted is not None
         seen |= {rule for rule, _ in policy_outcome(setup.exported, admitted).findings}
     covered_for_rayservice = set(next(d for d in setup.exported.definitions if "rayservice" in d.definition).covered)
-    missing = covered_for_rayservice - seen - {"definition-resolution", "ray-cluster-upgrade-strategy", "ray-job-limits"}
+    missing = (
+        covered_for_rayservice - seen - {"definition-resolution", "ray-cluster-upgrade-strategy", "ray-job-limits"}
+    )
     assert not missing
 
 

@@ -77,7 +77,9 @@ def test_objects_follow_the_api_servers_own_validation(config: str) -> None:
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
     for obj in objects:
         name = obj["metadata"]["name"]
-        assert len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)
+        assert len(name) <= 253 and re.fullmatch(
+            r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name
+        )
         if obj["kind"] == "ValidatingAdmissionPolicyBinding":
             spec = obj["spec"]
             assert spec["policyName"] in policies

@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of extra Karta definitions (repeatable)",
     )  # fmt: skip
     exporter.add_argument(
-        "--mode", choices=[m.value for m in Mode], help="override the configured global mode (namespace labels still apply)"
+        "--mode",
+        choices=[m.value for m in Mode],
+        help="override the configured global mode (namespace labels still apply)",
     )
 
     definitions = commands.add_parser("definitions", help="validate and list the Karta definitions in force")

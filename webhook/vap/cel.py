@@ -125,4 +125,4 @@ def bind(value: str, name: str, body: str) -> str:
 
 def show(value: str) -> str:
     """A value as text for a message; strings quoted like the webhook's repr()."""
-    return f"(type({value}) == string ? \"'\" + {value} + \"'\" : string({value}))"
+    return f'(type({value}) == string ? "\'" + {value} + "\'" : string({value}))'

@@ -251,7 +251,7 @@ class _Parser:
             self.position += 1
             self.take("]")
             return Field(base, _string(token.text))
-        raise Untranslatable("only [] and [\"name\"] subscripts translate")
+        raise Untranslatable('only [] and ["name"] subscripts translate')
 
     def primary(self) -> Node:
         token = self.peek()
@@ -558,9 +558,13 @@ class _Extreme(Node):
 
 
 def _fold(node: Node) -> Node:
-    if isinstance(node, Pipe) and isinstance(node.left, ArrayOf) and isinstance(node.right, Builtin):
-        if node.right.name in {"min", "max"}:
-            return _Extreme(node.right.name, tuple(_fold(i) for i in node.left.items))
+    if (
+        isinstance(node, Pipe)
+        and isinstance(node.left, ArrayOf)
+        and isinstance(node.right, Builtin)
+        and node.right.name in {"min", "max"}
+    ):
+        return _Extreme(node.right.name, tuple(_fold(i) for i in node.left.items))
     if isinstance(node, Pipe):
         return Pipe(_fold(node.left), _fold(node.right))
     if isinstance(node, Binary):

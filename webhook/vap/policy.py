@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.karta.model import KartaDefinition
+from webhook.karta.model import GVK, KartaDefinition
 from webhook.policy.model import PolicySettings, Rule, Severity
 from webhook.policy.registry import BUILTIN_RULES, RuleRegistry
 from webhook.vap import cel, views
@@ -115,15 +115,15 @@ def compile_definition(
         ANNOTATION_NOT_COVERED: json.dumps(result.not_covered, sort_keys=True),
     }
     base = f"{PREFIX}.{definition.name}"
-    variables = view.variables.as_list() + [{"name": "unchanged", "expression": _UNCHANGED}]
+    variables = [*view.variables.as_list(), {"name": "unchanged", "expression": _UNCHANGED}]
     for suffix, validations in (("deny", deny), ("warn", warn)):
         if not validations:
             continue
         covered = sorted({v["_rule"] for v in validations})
         for v in validations:
             del v["_rule"]
-        result.objects.append(_policy(f"{base}.{suffix}", kind.group, kind.version, kind.kind, variables,
-                                      validations, {**metadata, ANNOTATION_RULES: ",".join(covered)}))  # fmt: skip
+        annotations = {**metadata, ANNOTATION_RULES: ",".join(covered)}
+        result.objects.append(_policy(f"{base}.{suffix}", kind, variables, validations, annotations))
     enforce, audit, either = _selectors(namespaces)
     if deny:
         result.objects.append(_binding(f"{base}.deny-enforce", f"{base}.deny", ["Deny", "Audit"], enforce, namespaces))
@@ -170,13 +170,21 @@ def _validation(rule: Rule, check: Check, expression: str, suffix: str = "") -> 
 
 
 def _policy(
-    name: str, group: str, version: str, kind: str, variables: Sequence[Mapping[str, str]],
-    validations: list[dict[str, Any]], annotations: Mapping[str, str],
-) -> dict[str, Any]:  # fmt: skip
+    name: str,
+    kind: GVK,
+    variables: Sequence[Mapping[str, str]],
+    validations: list[dict[str, Any]],
+    annotations: Mapping[str, str],
+) -> dict[str, Any]:
+    group, version = kind.group, kind.version  # fmt: skip
     return {
         "apiVersion": API_VERSION,
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": PREFIX}, "annotations": dict(annotations)},
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": PREFIX},
+            "annotations": dict(annotations),
+        },
         "spec": {
             # An expression that errors (e.g. out of its cost budget) denies under a Deny binding and warns
             # under a Warn binding: what the webhook does with an object it cannot check in each mode.
@@ -198,7 +206,7 @@ def _policy(
                 {
                     "name": "definition-kind",
                     "expression": f"request.kind.group == {cel.string(group)} && "
-                    f"request.kind.kind == {cel.string(kind)}",
+                    f"request.kind.kind == {cel.string(kind.kind)}",
                 }
             ],
             "variables": list(variables),

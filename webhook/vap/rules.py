@@ -195,7 +195,7 @@ def instance_id_label_value(ctx: Context) -> list[Check]:
         bad = f"(size({value}) > 63 || !{value}.matches({cel.string(LABEL_VALUE)}))"
         message = (
             f'{cel.string(c.name + " name ")} + "\'" + {value} + "\' becomes the pod label {label}, which it '
-            'cannot be: a valid label value has at most 63 characters, alphanumeric, \'-\', \'_\' or \'.\', '
+            "cannot be: a valid label value has at most 63 characters, alphanumeric, '-', '_' or '.', "
             'and starts and ends with an alphanumeric character"'
         )
         parts.append(_findings(c.var("idx"), "i", bad, message))
@@ -233,8 +233,7 @@ def definition_resolution(ctx: Context) -> list[Check]:
     errors = ctx.view.resolution_errors
     ctx.view.scaled()  # every component translated (raises NotCovered otherwise)
     message = (
-        f'{errors}.map(e, "the {name} definition cannot read this object, so the policy rules cannot check it: " '
-        "+ e)"
+        f'{errors}.map(e, "the {name} definition cannot read this object, so the policy rules cannot check it: " + e)'
     )
     return [Check(f"size({errors}) > 0", message)]
 
@@ -263,8 +262,13 @@ def _container_record(x: str, init: bool) -> str:
     name = f"(('name' in {x} && type({x}.name) == string && {x}.name != '') ? {x}.name : '?')"
     sidecar = f"('restartPolicy' in {x} && {x}.restartPolicy == 'Always')" if init else "false"
     facts = (
-        '{"name": dyn(' + name + '), "init": dyn(' + ("true" if init else "false") + '), "sidecar": dyn('
-        + sidecar + '), "limits": dyn(p[0]), "requests": dyn(p[1]), '
+        '{"name": dyn('
+        + name
+        + '), "init": dyn('
+        + ("true" if init else "false")
+        + '), "sidecar": dyn('
+        + sidecar
+        + '), "limits": dyn(p[0]), "requests": dyn(p[1]), '
         '"gpus": dyn(p[0].filter(k, k.matches(variables.gpu_pattern)) + '
         "p[1].filter(k, k.matches(variables.gpu_pattern) && !(k in p[0]))), "
         '"limited": dyn(p[0].exists(k, k.matches(variables.gpu_pattern) && ' + _positive("p[0]", "k") + ")), "
@@ -290,9 +294,13 @@ def _gpu_facts(ctx: Context) -> None:
         )
         variables.add(f"{c.key}_ctrs", f"{c.var('specs')}.map(s, s == null ? [] : {records})")
         pod = (
-            '{"limited": dyn(' + f"{c.var('ctrs')}[i].exists(r, r.limited)" + '), "selects": dyn('
-            + _selects_gpu_nodes(ctx.settings, f"{c.var('specs')}[i]") + '), "tolerates": dyn('
-            + _tolerates(ctx.settings, f"{c.var('specs')}[i]") + ")}"
+            '{"limited": dyn('
+            + f"{c.var('ctrs')}[i].exists(r, r.limited)"
+            + '), "selects": dyn('
+            + _selects_gpu_nodes(ctx.settings, f"{c.var('specs')}[i]")
+            + '), "tolerates": dyn('
+            + _tolerates(ctx.settings, f"{c.var('specs')}[i]")
+            + ")}"
         )
         variables.add(f"{c.key}_pods", f"{c.var('idx')}.map(i, {c.var('specs')}[i] == null ? "
                                        '{"limited": dyn(false), "selects": dyn(false), "tolerates": dyn(false)} : '
@@ -320,7 +328,7 @@ def _per_container(
             (
                 f"{c.var('idx')}.exists(i, {ctrs}.exists(r, {predicate}))",
                 f"{c.var('idx')}.filter(i, {ctrs}.exists(r, {predicate}))"
-                f".map(i, {ctrs}.filter(r, {predicate}).map(r, {message.replace('{label}', _label(c))}).join(\"; \"))",
+                f'.map(i, {ctrs}.filter(r, {predicate}).map(r, {message.replace("{label}", _label(c))}).join("; "))',
             )
         )
     return parts
@@ -511,10 +519,11 @@ def _cluster_spec(ctx: Context) -> tuple[str, tuple[str, ...]]:
     path = CLUSTER_SPEC_PATHS.get(ctx.kind)
     if path is None or ctx.view.definition.root_kind.group != RAY_GROUP:
         raise NotCovered("not a Ray kind")
+    names = tuple(str(p) for p in path)
     variables = ctx.view.variables
     if not any(name == "ray_cluster_spec" for name, _ in variables.entries):
-        variables.add("ray_cluster_spec", cel.map_at("object", path))
-    return "variables.ray_cluster_spec", tuple(str(p) for p in path)
+        variables.add("ray_cluster_spec", cel.map_at("object", names))
+    return "variables.ray_cluster_spec", names
 
 
 def _workers(spec: str) -> str:
@@ -536,7 +545,7 @@ def ray_name(ctx: Context) -> list[Check]:
     not_label = f"!(size({name}) <= 63 && {name}.matches({cel.string(DNS1035_LABEL)}))"
     message = (
         f'"{ctx.kind} name \'" + {name} + "\' " + ({too_long} ? "has " + string(size({name})) + " characters; '
-        f'KubeRay accepts at most {limit}" : "must be a DNS-1035 label (lower-case letters, digits and \'-\', '
+        f"KubeRay accepts at most {limit}\" : \"must be a DNS-1035 label (lower-case letters, digits and '-', "
         'starting with a letter); KubeRay refuses it")'
     )
     condition = f"{named} && ({too_long} || {not_label})"
@@ -571,7 +580,7 @@ def ray_group_name_pod_name(ctx: Context) -> list[Check]:
     bad = f"!{name}.lowerAscii().matches('^[a-z0-9.-]*$')"
     message = (
         f'{_group_label("g")} + ": pod names <cluster>-" + {name}.lowerAscii() + "-worker-xxxxx can hold only '
-        'lower-case letters, digits, \'-\' and \'.\'; KubeRay could not create the group\'s pods"'
+        "lower-case letters, digits, '-' and '.'; KubeRay could not create the group's pods\""
     )
     cond, msgs = _findings(_workers(spec), "g", bad, message)
     return [Check(cond, msgs, field_path=".".join((*path, "workerGroupSpecs")))]

@@ -116,9 +116,7 @@ class DefinitionView:
 
     def _all(self) -> list[ComponentView]:
         if self.not_covered:
-            raise NotCovered(
-                "; ".join(f"component {name!r}: {why}" for name, why in sorted(self.not_covered.items()))
-            )
+            raise NotCovered("; ".join(f"component {name!r}: {why}" for name, why in sorted(self.not_covered.items())))
         return list(self.components.values())
 
 
@@ -254,8 +252,11 @@ def _component(
 
     int32 = (
         "({v} == null || (type({v}) == int && {v} >= " + str(INT32_MIN) + " && {v} <= " + str(INT32_MAX) + ") || "
-        "(type({v}) == double && {v} == double(int({v})) && {v} >= " + str(INT32_MIN) + ".0 && {v} <= "
-        + str(INT32_MAX) + ".0))"
+        "(type({v}) == double && {v} == double(int({v})) && {v} >= "
+        + str(INT32_MIN)
+        + ".0 && {v} <= "
+        + str(INT32_MAX)
+        + ".0))"
     )
     if "template" in shapes:
         aligned("template", "true", "null", "podTemplateSpecPath")
@@ -275,8 +276,10 @@ def _component(
         scale_ok = cel.all_of(*oks)
         for aspect, name in (("replicas", "replicas"), ("minReplicas", "min"), ("maxReplicas", "max")):
             if aspect in scale_paths:
-                variables.add(f"{key}_{name}", f"{scale_ok} ? {var('raw_' + aspect)}.map(x, x == null ? null : int(x)) : "
-                                               f"{idx}.map(i, null)")  # fmt: skip
+                raw = var("raw_" + aspect)
+                variables.add(
+                    f"{key}_{name}", f"{scale_ok} ? {raw}.map(x, x == null ? null : int(x)) : {idx}.map(i, null)"
+                )
             else:
                 variables.add(f"{key}_{name}", f"{idx}.map(i, null)")
     if "ppr" in shapes:
