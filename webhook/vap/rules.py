@@ -162,7 +162,7 @@ def pods_per_replica(ctx: Context) -> list[Check]:
 
 def _components(ctx: Context) -> list[ComponentView]:
     view = ctx.view
-    return [view.component(c.name) for c in view.definition.components]
+    return [view.component(c.name) for c in view.definition.components if c.instance_id_path]
 
 
 def unique_instance_ids(ctx: Context) -> list[Check]:

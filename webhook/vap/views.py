@@ -201,6 +201,8 @@ def _component(
     view = ComponentView(
         c.name, key, multi, list_steps, hints.role, bool(spec and spec.pod_template_spec_path), bool(scale_paths)
     )
+    if not paths:
+        return view, []  # a component the rules do not read (e.g. the RayCluster between object and pods)
     var = view.var
     errors: list[tuple[str, str]] = []
     prefix = f"component '{c.name}': "
