@@ -129,6 +129,14 @@ def index_of(target: Any, item: Any) -> int:
     raise CelError("no such overload: indexOf")
 
 
+def last_index_of(target: Any, item: Any) -> int:
+    if isinstance(target, str) and isinstance(item, str):
+        return target.rfind(item)
+    if isinstance(target, list):
+        return max((i for i, v in enumerate(target) if type(v) is type(item) and v == item), default=-1)
+    raise CelError("no such overload: lastIndexOf")
+
+
 def substring(text: Any, start: Any, end: Any = None) -> str:
     if not isinstance(text, str):
         raise CelError("no such overload: substring")
@@ -167,6 +175,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "isLessThan": lambda a, b: compare_to(a, b) == -1,
     "sum": sum_list,
     "indexOf": index_of,
+    "lastIndexOf": last_index_of,
     "substring": substring,
     "lowerAscii": lower_ascii,
     "trim": trim,

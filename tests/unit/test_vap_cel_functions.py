@@ -44,6 +44,9 @@ from tests.vapcel import evaluate
         # ext/strings.go
         ("'hello mellow'.indexOf('ello')", 1),
         ("'hello mellow'.indexOf('jello')", -1),
+        ("'hello mellow'.lastIndexOf('ello')", 7),
+        ("'hello mellow'.lastIndexOf('jello')", -1),
+        ("[1, 2, 1].lastIndexOf(1)", 2),
         ("'tacocat'.substring(4)", "cat"),
         ("'tacocat'.substring(0, 4)", "taco"),
         ("'TacoCat'.lowerAscii()", "tacocat"),

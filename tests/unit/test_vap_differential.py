@@ -58,6 +58,42 @@ def _gpu(**resources: Any) -> dict[str, Any]:
     return container(**resources)
 
 
+def job(
+    workers: list[dict[str, Any]] | None = None,
+    *,
+    cluster: dict[str, Any] | None = None,
+    head: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A RayJob around the cluster spec service() builds."""
+    cluster_spec = service(workers or [{}], head=head, **(cluster or {}))["spec"]["rayClusterConfig"]
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": "job", "namespace": "ml"},
+        "spec": {"entrypoint": "python main.py", "rayClusterSpec": cluster_spec, **spec},
+    }
+
+
+def cluster(workers: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None, **config: Any):
+    """A RayCluster with the cluster spec service() builds."""
+    metadata: dict[str, Any] = {"name": "rc", "namespace": "ml", **({"labels": labels} if labels else {})}
+    spec = service(workers or [{}], **config)["spec"]["rayClusterConfig"]
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": metadata, "spec": spec}
+
+
+def with_value(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(obj)
+    *parents, last = path.split(".")
+    holder = changed
+    for part in parents:
+        holder = holder[part]
+    holder[last] = value
+    return changed
+
+
+V2_ENV = {"name": "RAY_enable_autoscaler_v2", "value": "true"}
+
 # Objects built like tests/unit/test_rules.py builds them: one or more findings of every covered rule.
 RULE_OBJECTS: dict[str, dict[str, Any]] = {
     "clean": service([{}]),
@@ -160,6 +196,58 @@ RULE_OBJECTS: dict[str, dict[str, Any]] = {
         [{}], autoscalerOptions={"idleTimeoutSeconds": -1, "env": [{"name": "KUBERAY_GEN_AUTOSCALER_START_CMD"}]}
     ),
     "long-name": {**service([{}]), "metadata": {"name": "x" * 50, "namespace": "ml"}},
+    "resources-conflict": service([{"rayStartParams": {"num-cpus": "2"}, "resources": {"CPU": "2"}}]),
+    "resources-alone": service([{"resources": {"CPU": "2"}}]),
+    "group-labels": service([{"labels": {"ray.io/zone": "a b", "-bad": "x", "example.com/": "y", "ok/k": "v"}}]),
+    "ray-start-labels": service([{"rayStartParams": {"labels": "a=b"}}]),
+    "idle-timeout-v1": service([{"idleTimeoutSeconds": 60}], enableInTreeAutoscaling=True),
+    "idle-timeout-negative": service(
+        [{"idleTimeoutSeconds": -1}], enableInTreeAutoscaling=True, autoscalerOptions={"version": "v2"}
+    ),
+    "idle-timeout-v2-env": service(
+        [{"idleTimeoutSeconds": 60}], head=[{**container("head"), "env": [V2_ENV]}], enableInTreeAutoscaling=True
+    ),
+    "v2-env-without-autoscaler": service([{}], head=[{**container("head"), "env": [V2_ENV]}]),
+    "v2-env-and-version": service(
+        [{}],
+        head=[{**container("head"), "env": [V2_ENV]}],
+        enableInTreeAutoscaling=True,
+        autoscalerOptions={"version": "v2"},
+    ),
+    "restart-policy-v2": service(
+        [{"template": {"spec": {"containers": [container()], "restartPolicy": "Always"}}}],
+        enableInTreeAutoscaling=True,
+        autoscalerOptions={"version": "v2"},
+    ),
+    "restart-policy-v1": service(
+        [{"template": {"spec": {"containers": [container()], "restartPolicy": "OnFailure"}}}],
+        enableInTreeAutoscaling=True,
+    ),
+    "cluster-created-by-job": cluster(
+        labels={"ray.io/originated-from-crd": "RayJob"}, upgradeStrategy={"type": "Recreate"}
+    ),
+    "job-clean": job(),
+    "job-gpu-on-head": job(head=[container("head", **GPU)]),
+    "job-sidecar-restart": with_value(
+        job(submissionMode="SidecarMode"), "spec.rayClusterSpec.headGroupSpec.template.spec.restartPolicy", "Always"
+    ),
+    "job-limits": job(activeDeadlineSeconds=0, backoffLimit=-1),
+    "job-selector-unnamed": {**job(), "spec": {"entrypoint": "x", "clusterSelector": {"team": "a"}}},
+    "job-no-cluster": {**job(), "spec": {"entrypoint": "x"}},
+    "job-suspend": job(suspend=True),
+    "job-suspend-selector": {
+        **job(),
+        "spec": {
+            "entrypoint": "x",
+            "suspend": True,
+            "shutdownAfterJobFinishes": True,
+            "clusterSelector": {"ray.io/cluster": "c"},
+        },
+    },
+    "job-ttl": job(ttlSecondsAfterFinished=60),
+    "job-ttl-negative": job(ttlSecondsAfterFinished=-5, shutdownAfterJobFinishes=True),
+    "job-sidecar": job(submissionMode="SidecarMode", submitterConfig={"backoffLimit": 1}),
+    "job-interactive-backoff": job(submissionMode="InteractiveMode", backoffLimit=2),
 }
 
 

@@ -17,6 +17,7 @@ from webhook.policy.gpu import VISIBLE_DEVICES
 from webhook.policy.kuberay import CLUSTER_SPEC_PATHS, NAME_LIMITS, RAY_GROUP
 from webhook.policy.model import PolicySettings
 from webhook.policy.ray_autoscaler import GENERATED_START_CMD_ENV
+from webhook.policy.ray_spec import AUTOSCALER_V2_ENV
 from webhook.policy.scale import _LABEL_PATH
 from webhook.vap import cel
 from webhook.vap.views import ComponentView, DefinitionView, NotCovered
@@ -627,6 +628,245 @@ def ray_job_limits(ctx: Context) -> list[Check]:
     return [_check(parts, field_path="spec")]
 
 
+def _get(holder: str, key: str) -> str:
+    """holder[key], or null when it is missing (the webhook's .get())."""
+    return f"({cel.has(holder, key)} ? {cel.select(holder, key)} : null)"
+
+
+def _int_or_null(value: str) -> str:
+    """An integer (not a bool), or null: the webhook's _int()."""
+    return cel.bind(value, "n", "type(n) == int ? n : null")
+
+
+def _groups(spec: str) -> list[tuple[str, str, str]]:
+    """(list of groups, label of group g, path of group g at index-free form) for head and workers."""
+    head = f"[{cel.map_at(spec, ('headGroupSpec',))}]"
+    return [(head, '"head group"', "headGroupSpec"), (_workers(spec), _group_label("g"), "workerGroupSpecs")]
+
+
+def _job_spec(ctx: Context) -> str:
+    if ctx.kind != "RayJob" or ctx.view.definition.root_kind.group != RAY_GROUP:
+        raise _NotThisKind
+    variables = ctx.view.variables
+    if not any(name == "ray_job_spec" for name, _ in variables.entries):
+        variables.add("ray_job_spec", cel.map_at("object", ("spec",)))
+    return "variables.ray_job_spec"
+
+
+class _NotThisKind(Exception):
+    """The rule never fires for this kind (the webhook returns at once): compiled with no checks."""
+
+
+def _selector_mode(spec: str) -> str:
+    return f"(size({cel.map_at(spec, ('clusterSelector',))}) > 0)"
+
+
+def _head_env(ctx: Context, spec: str, name: str) -> str:
+    """The head's Ray container (containers[0]) env entry `name`, first of them, as a one-element list or []."""
+    containers = cel.list_at(spec, ("headGroupSpec", "template", "spec", "containers"))
+    env = (
+        f"((size({containers}) > 0 && type({containers}[0]) == map) ? {cel.list_at(containers + '[0]', ('env',))} : [])"
+    )
+    return f"{env}.filter(e, type(e) == map && 'name' in e && e.name == {cel.string(name)})"
+
+
+def _autoscaler_v2_env(ctx: Context, spec: str) -> str:
+    """`ray_v2_env`: [value] of the head's RAY_enable_autoscaler_v2 (\"\" when not a string), or []."""
+    variables = ctx.view.variables
+    if not any(n == "ray_v2_env" for n, _ in variables.entries):
+        entries = _head_env(ctx, spec, AUTOSCALER_V2_ENV)
+        variables.add(
+            "ray_v2_env",
+            f"size({entries}) == 0 ? [] : [{cel.bind(entries + '[0]', 'e', _value_string('e'))}]",
+        )
+    return "variables.ray_v2_env"
+
+
+def _value_string(e: str) -> str:
+    return f"(('value' in {e} && type({e}.value) == string) ? {e}.value : '')"
+
+
+def _autoscaling_on(spec: str) -> str:
+    return f"({_get(spec, 'enableInTreeAutoscaling')} == true)"
+
+
+def _options(spec: str) -> str:
+    return cel.map_at(spec, ("autoscalerOptions",))
+
+
+def _v2_by_version(spec: str) -> str:
+    return f"({_get(_options(spec), 'version')} == 'v2')"
+
+
+def ray_resources_conflict(ctx: Context) -> list[Check]:
+    spec, path = _cluster_spec(ctx)
+    params = cel.map_at("g", ("rayStartParams",))
+    resources = cel.map_at("g", ("resources",))
+    clashing = f"{params}.filter(k, k in {cel.strings(('num-cpus', 'num-gpus', 'memory', 'resources'))})"
+    conflict = f"type(g) == map && size({clashing}) > 0 && size({resources}) > 0"
+    parts = []
+    for groups, label, _ in _groups(spec):
+        message = (
+            f'{label} + ": resources is set together with rayStartParams " + {clashing}.join(", ") + '
+            '"; KubeRay accepts only one of them"'
+        )
+        parts.append(_findings(groups, "g", conflict, message))
+    return [_check(parts, field_path=".".join(path))]
+
+
+def ray_worker_idle_timeout(ctx: Context) -> list[Check]:
+    spec, path = _cluster_spec(ctx)
+    v2_env = _autoscaler_v2_env(ctx, spec)
+    v2 = f"({_v2_by_version(spec)} || {v2_env}.exists(v, v in ['1', 'true']))"
+    timeout = _int_or_null(_get("g", "idleTimeoutSeconds"))
+    negative = f"{timeout} != null && {timeout} < 0"
+    needs_v2 = f"{timeout} != null && {timeout} >= 0 && !{v2}"
+    return [
+        _check(
+            [
+                _findings(_workers(spec), "g", negative, f'{_group_label("g")} + ": idleTimeoutSeconds " + '
+                          f'string({timeout}) + " is negative"'),
+                _findings(_workers(spec), "g", needs_v2, f'{_group_label("g")} + ": idleTimeoutSeconds needs '
+                          'autoscaler v2 (autoscalerOptions.version: v2); KubeRay refuses it"'),
+            ],
+            field_path=".".join((*path, "workerGroupSpecs")),
+        )
+    ]  # fmt: skip
+
+
+def ray_autoscaler_v2_env(ctx: Context) -> list[Check]:
+    spec, path = _cluster_spec(ctx)
+    v2_env = _autoscaler_v2_env(ctx, spec)
+    on = _autoscaling_on(spec)
+    without = f"!{on} && {v2_env}.exists(v, v in ['1', 'true'])"
+    twice = f"{on} && size({v2_env}) > 0 && {_get(_options(spec), 'version')} != null"
+    messages = (
+        f'({without} ? ["head group: {AUTOSCALER_V2_ENV}=\'" + {v2_env}[0] + "\' needs enableInTreeAutoscaling: '
+        f'true; KubeRay refuses it"] : []) + ({twice} ? ["head group: {AUTOSCALER_V2_ENV} and '
+        'autoscalerOptions.version are both set; KubeRay wants only autoscalerOptions.version"] : [])'
+    )
+    return [Check(cel.any_of(without, twice), messages, field_path=".".join((*path, "headGroupSpec")))]
+
+
+def ray_autoscaler_restart_policy(ctx: Context) -> list[Check]:
+    spec, path = _cluster_spec(ctx)
+    on = _autoscaling_on(spec)
+    policy = _get(cel.map_at("g", ("template", "spec")), "restartPolicy")
+    restarts = f"type(g) == map && !({policy} in [null, '', 'Never'])"
+    strict, soft = [], []
+    for groups, label, _ in _groups(spec):
+        message = (
+            f'{label} + ": restartPolicy " + string({policy}) + " is not allowed with autoscaler v2 (Never or unset)"'
+        )
+        strict.append(_findings(groups, "g", f"{on} && {_v2_by_version(spec)} && {restarts}", message))
+    workers = _workers(spec)
+    message = (
+        f'{_group_label("g")} + ": restartPolicy " + string({policy}) + " restarts Ray workers the autoscaler has '
+        'removed; use Never"'
+    )
+    soft.append(_findings(workers, "g", f"{on} && !{_v2_by_version(spec)} && {restarts}", message))
+    where = ".".join(path)
+    return [_check(strict, field_path=where), _check(soft, field_path=where, softened=True)]
+
+
+def ray_group_labels(ctx: Context) -> list[Check]:
+    spec, path = _cluster_spec(ctx)
+    params = cel.map_at("g", ("rayStartParams",))
+    labels = cel.map_at("g", ("labels",))
+    # webhook.kube.names.label_key_problems: an optional DNS-1123 subdomain prefix before the last "/",
+    # and a qualified name of at most 63 characters.
+    cut = "k.lastIndexOf('/')"
+    prefix, name = f"({cut} >= 0 ? k.substring(0, {cut}) : '')", f"({cut} >= 0 ? k.substring({cut} + 1) : k)"
+    subdomain = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    qualified = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    bad_key = (
+        f"(({cut} >= 0 && {prefix} == '') || ({prefix} != '' && (size({prefix}) > 253 || "
+        f"!{prefix}.matches({cel.string(subdomain)}))) || {name} == '' || size({name}) > 63 || "
+        f"!{name}.matches({cel.string(qualified)}))"
+    )
+    bad_value = (
+        f"(type({labels}[k]) != string || size(string({labels}[k])) > 63 || "
+        f"!string({labels}[k]).matches({cel.string(LABEL_VALUE)}))"
+    )
+    parts = []
+    for groups, label, _ in _groups(spec):
+        parts.append(_findings(groups, "g", f"type(g) == map && 'labels' in {params}",
+                               f'{label} + ": rayStartParams.labels is not supported; KubeRay wants Ray node labels '
+                               'in the group\'s labels field"'))  # fmt: skip
+        bad = f"{labels}.filter(k, {bad_key} || {bad_value})"
+        parts.append(_findings(groups, "g", f"type(g) == map && size({bad}) > 0",
+                               f'{label} + ": labels " + {bad}.join(", ") + " are not valid Kubernetes label keys '
+                               'or values"'))  # fmt: skip
+    return [_check(parts, field_path=".".join(path))]
+
+
+def _job_rule(build: Callable[[Context, str], list[Check]]) -> Compile:
+    def compile_rule(ctx: Context) -> list[Check]:
+        try:
+            spec = _job_spec(ctx)
+        except _NotThisKind:
+            return []
+        return build(ctx, spec)
+
+    return compile_rule
+
+
+def _ray_job_cluster_source(ctx: Context, spec: str) -> list[Check]:
+    selector = cel.map_at(spec, ("clusterSelector",))
+    named = _get(selector, "ray.io/cluster")
+    unnamed = f"{_selector_mode(spec)} && !({named} != null && {named} != '')"
+    missing = f"!{_selector_mode(spec)} && {_get(spec, 'rayClusterSpec')} == null"
+    messages = (
+        f'({unnamed} ? ["spec.clusterSelector: clusterSelector must name the cluster in ray.io/cluster"] : []) + '
+        f'({missing} ? ["spec.rayClusterSpec: a RayJob needs rayClusterSpec or a clusterSelector; '
+        'KubeRay refuses it"] : [])'
+    )
+    return [Check(cel.any_of(unnamed, missing), messages)]
+
+
+def _ray_job_suspend(ctx: Context, spec: str) -> list[Check]:
+    suspended = f"{_get(spec, 'suspend')} == true"
+    shutdown = f"{_get(spec, 'shutdownAfterJobFinishes')} == true"
+    no_shutdown = f"{suspended} && !({shutdown})"
+    selector = f"{suspended} && {shutdown} && {_selector_mode(spec)}"
+    messages = (
+        f'({no_shutdown} ? ["a RayJob can be suspended only with shutdownAfterJobFinishes: true; KubeRay refuses it"] '
+        f': []) + ({selector} ? ["a RayJob using a clusterSelector cannot be suspended; KubeRay refuses it"] : [])'
+    )
+    return [Check(cel.any_of(no_shutdown, selector), messages, field_path="spec.suspend")]
+
+
+def _ray_job_ttl(ctx: Context, spec: str) -> list[Check]:
+    ttl = _int_or_null(_get(spec, "ttlSecondsAfterFinished"))
+    negative = f"{ttl} != null && {ttl} < 0"
+    alone = f"{ttl} != null && {ttl} > 0 && {_get(spec, 'shutdownAfterJobFinishes')} != true"
+    messages = (
+        f'({negative} ? ["ttlSecondsAfterFinished " + string({ttl}) + " is negative; KubeRay refuses it"] : []) + '
+        f'({alone} ? ["ttlSecondsAfterFinished needs shutdownAfterJobFinishes: true; KubeRay refuses it"] : [])'
+    )
+    return [Check(cel.any_of(negative, alone), messages, field_path="spec.ttlSecondsAfterFinished")]
+
+
+def _ray_job_submission_mode(ctx: Context, spec: str) -> list[Check]:
+    mode = _get(spec, "submissionMode")
+    backoff = _int_or_null(_get(spec, "backoffLimit"))
+    selector = _selector_mode(spec)
+    sidecar = f"{mode} == 'SidecarMode'"
+    head_policy = _get(cel.map_at(spec, ("rayClusterSpec", "headGroupSpec", "template", "spec")), "restartPolicy")
+    findings = [
+        (f"{selector} && {sidecar}", '"spec.submissionMode: SidecarMode cannot be used with a clusterSelector"'),
+        (f"{backoff} != null && {backoff} > 0 && ({selector} || {mode} == 'InteractiveMode')",
+         f'"spec.backoffLimit: backoffLimit " + string({backoff}) + " cannot be used with " + ({selector} ? '
+         '"a clusterSelector" : "InteractiveMode") + "; KubeRay refuses it"'),
+        *((f"{sidecar} && {_get(spec, field)} != null", f'"spec.{field}: SidecarMode does not support {field}; '
+           'KubeRay refuses it"') for field in ("submitterPodTemplate", "submitterConfig")),
+        (f"{sidecar} && !({head_policy} in [null, '', 'Never'])",
+         f'"head group: restartPolicy " + string({head_policy}) + " is not allowed in SidecarMode (Never or unset)"'),
+    ]  # fmt: skip
+    messages = " + ".join(f"(({cond}) ? [{msg}] : [])" for cond, msg in findings)
+    return [Check(cel.any_of(*(f"({cond})" for cond, _ in findings)), messages)]
+
+
 COMPILERS: dict[str, Compile] = {
     "replicas-within-bounds": replicas_within_bounds,
     "min-not-above-max": min_not_above_max,
@@ -652,15 +892,19 @@ COMPILERS: dict[str, Compile] = {
     "ray-cluster-upgrade-strategy": ray_cluster_upgrade_strategy,
     "ray-autoscaler-options": ray_autoscaler_options,
     "ray-job-limits": ray_job_limits,
+    "ray-resources-conflict": ray_resources_conflict,
+    "ray-worker-idle-timeout": ray_worker_idle_timeout,
+    "ray-autoscaler-v2-env": ray_autoscaler_v2_env,
+    "ray-autoscaler-restart-policy": ray_autoscaler_restart_policy,
+    "ray-group-labels": ray_group_labels,
+    "ray-job-cluster-source": _job_rule(_ray_job_cluster_source),
+    "ray-job-suspend": _job_rule(_ray_job_suspend),
+    "ray-job-ttl": _job_rule(_ray_job_ttl),
+    "ray-job-submission-mode": _job_rule(_ray_job_submission_mode),
 }
 
 # Why the other rules are not compiled. They stay in force in the webhook.
 NOT_EXPRESSIBLE: dict[str, str] = {
-    "ray-resources-conflict": "not yet translated (expressible: rayStartParams keys against resources)",
-    "ray-group-labels": "label key syntax (prefix subdomain and name parts) is not yet translated",
-    "ray-autoscaler-v2-env": "not yet translated (reads the head container's env by name)",
-    "ray-autoscaler-restart-policy": "not yet translated (autoscaler v1/v2 distinction per group)",
-    "ray-worker-idle-timeout": "not yet translated (autoscaler v2 from options or the head's env)",
     "ray-worker-priority": "compares Ray versions (Go's version.ParseGeneric), which CEL 1.30 cannot parse",
     "ray-gcs-fault-tolerance": "not yet translated (many cross-field conditions over env, annotations, volumes)",
     "ray-auth": "compares Ray versions (Go's version.ParseGeneric), which CEL 1.30 cannot parse",
@@ -671,10 +915,6 @@ NOT_EXPRESSIBLE: dict[str, str] = {
     "ray-initializing-timeout": "parses a Go duration from an annotation, which CEL 1.30 cannot do faithfully",
     "ray-service-head-service-name": "not yet translated (generated service name lengths)",
     "ray-service-upgrade-strategy": "not yet translated (incremental upgrade options per gate)",
-    "ray-job-cluster-source": "not yet translated",
-    "ray-job-suspend": "not yet translated",
-    "ray-job-ttl": "not yet translated",
-    "ray-job-submission-mode": "not yet translated",
     "ray-job-runtime-env": "parses runtimeEnvYAML as YAML, which CEL cannot",
     "ray-job-deletion-strategy": "orders deletion rules by policy and TTL across entries; not yet translated",
 }
