@@ -158,7 +158,10 @@ def _validation(rule: Rule, check: Check, expression: str, suffix: str = "") -> 
     # A VAP validation has no fieldPath (only CRD validation rules do): the path goes into the message.
     tag = cel.string(f"[{rule.id}] " + (f"{check.field_path}: " if check.field_path else ""))
     more = '(size(m) > 1 ? " (and " + string(size(m) - 1) + " more)" : "")'
-    message = cel.bind(check.messages, "m", f"{tag} + m[0] + {more}" + (f" + {cel.string(suffix)}" if suffix else ""))
+    # kube-apiserver evaluates every messageExpression on every request (validator.go), so one with no
+    # finding must not fail: it gives the summary then.
+    first = f"{tag} + m[0] + {more}" + (f" + {cel.string(suffix)}" if suffix else "")
+    message = cel.bind(check.messages, "m", f"size(m) == 0 ? {cel.string(f'[{rule.id}] {rule.summary}')} : {first}")
     validation: dict[str, Any] = {
         "expression": expression,
         "message": f"[{rule.id}] {rule.summary}{suffix}",
