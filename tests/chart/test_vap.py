@@ -76,3 +76,15 @@ def test_settings_the_compiled_policies_do_not_hold_are_refused(helm: Helm, valu
 def test_default_severities_spelt_out_are_accepted(helm: Helm) -> None:
     rendered = helm.render({"validation": "both", "rules": {"gpu-on-head": "warn", "replicas-within-bounds": "deny"}})
     assert rendered.of_kind("ValidatingAdmissionPolicy")
+
+
+@pytest.mark.parametrize("validation", ["policy", "both"])
+def test_helm_lint_strict(helm: Helm, validation: str) -> None:
+    result = helm.lint({"validation": validation})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_policies_and_bindings_are_cluster_scoped(helm: Helm) -> None:
+    for obj in helm.render({"validation": "both"}):
+        if obj["kind"].startswith("ValidatingAdmissionPolicy"):
+            assert "namespace" not in obj["metadata"]
