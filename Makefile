@@ -8,7 +8,7 @@ TOOLS := .tools/bin
 CERTS := certs
 BIND ?= 127.0.0.1:8443
 
-.PHONY: help venv tools kube-apiserver certs run test test-fast test-apiserver lint fmt bench fuzz crd-defaults image clean
+.PHONY: help venv tools kube-apiserver certs run test test-fast test-apiserver lint fmt bench fuzz crd-defaults image chart-vap clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -89,6 +89,9 @@ image: ## build the container image with docker, podman or buildah, whichever wo
 	elif command -v buildah >/dev/null; then buildah bud -t $(IMAGE) .; \
 	else echo "no image builder here (docker with a running engine, podman or buildah): build the Dockerfile elsewhere"; exit 1; fi
 	@echo "built $(IMAGE); push it and install with --set image.repository=<registry>/karta-admission --set image.tag=<tag>"
+
+chart-vap: $(STAMP) ## regenerate the chart's ValidatingAdmissionPolicies from the built-in definitions (docs/vap.md)
+	$(BIN)/python scripts/gen_chart_vap.py --out charts/karta-admission/files/validating-admission-policies.json
 
 clean: ## remove the virtualenv, tools, certificates and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -161,6 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("rules", help="list the policy rules with their ids and default severities")
 
+    exporter = commands.add_parser(
+        "export",
+        help="export the policy for another enforcement point: `export vap` (ValidatingAdmissionPolicy)",
+        description="Compile the Karta definitions and the policy rules in force into ValidatingAdmissionPolicies "
+        "and bindings (admissionregistration.k8s.io/v1, Kubernetes 1.30+): one pair of policies per definition "
+        "(deny and warn rules), bindings per namespace mode. Rules that cannot be expressed in CEL are listed in "
+        "the output, never dropped silently (docs/vap.md). Exit status: 0, or 2 on errors.",
+    )
+    exporter.add_argument("target", choices=["vap"], help="what to export (vap: ValidatingAdmissionPolicy)")
+    exporter.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    exporter.add_argument(
+        "--exclude-namespace", action="append", default=[], metavar="NS",
+        help="namespace the bindings never select, besides kube-system (repeatable; e.g. the webhook's own)",
+    )  # fmt: skip
+    exporter.add_argument("--config", type=Path, metavar="FILE", help="configuration file (docs/configuration.md)")
+    exporter.add_argument(
+        "--definitions", type=Path, metavar="DIR", action="append", default=[],
+        help="directory of extra Karta definitions (repeatable)",
+    )  # fmt: skip
+    exporter.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        help="override the configured global mode (namespace labels still apply)",
+    )
+
     definitions = commands.add_parser("definitions", help="validate and list the Karta definitions in force")
     definitions.add_argument("files", nargs="*", metavar="FILE", help="validate these Karta files instead")
     _common(definitions)
@@ -203,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from webhook.cli.audit import audit_command
 
             return audit_command(args, _config(args))
+        if args.command == "export":
+            from webhook.cli.export import export_command
+
+            return export_command(args, _config(args))
         if args.command == "certs":
             from webhook.cli.certs import run_certs_command
 

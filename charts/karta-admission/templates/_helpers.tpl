@@ -176,7 +176,7 @@ webhook.armAfterReady they are installed with Ignore and the server arms them on
 {{- end -}}
 {{- $_ := set $config "gang" $gang -}}
 {{- $armed := include "karta-admission.failClosedWebhooks" . | fromJsonArray -}}
-{{- if and $v.webhook.armAfterReady $armed -}}
+{{- if and $v.webhook.armAfterReady $armed (ne $v.validation "policy") -}}
 {{- $_ := set (get $config "cluster") "armWebhooks" (dict "validatingWebhookConfiguration" (include "karta-admission.validatingWebhookName" .) "webhooks" $armed) -}}
 {{- end -}}
 {{- if eq $v.certificates.mode "selfManaged" -}}
@@ -184,11 +184,13 @@ webhook.armAfterReady they are installed with Ignore and the server arms them on
   "secretName" (include "karta-admission.tlsSecretName" .)
   "serviceName" (include "karta-admission.fullname" .)
   "namespace" .Release.Namespace
-  "validatingWebhookConfiguration" (include "karta-admission.validatingWebhookName" .)
   "dir" (include "karta-admission.tlsDir" .)
   "validityDays" (int $v.certificates.selfManaged.validityDays)
   "renewBeforeDays" (int $v.certificates.selfManaged.renewBeforeDays)
 -}}
+{{- if ne $v.validation "policy" -}}
+{{- $_ := set $selfManaged "validatingWebhookConfiguration" (include "karta-admission.validatingWebhookName" .) -}}
+{{- end -}}
 {{- if $v.mutation.enabled -}}
 {{- $_ := set $selfManaged "mutatingWebhookConfiguration" (include "karta-admission.mutatingWebhookName" .) -}}
 {{- end -}}
