@@ -26,6 +26,8 @@ from typing import Any, TextIO
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from webhook.karta.native import json_type_name
+
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 100
 MAX_NODES = 1_000_000
@@ -246,15 +248,9 @@ def describe(obj: Mapping[str, Any]) -> str:
 
 
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "list" if isinstance(value, list) else "mapping"
+    """The type of a YAML value in YAML's words (a list, a mapping), for messages about manifests."""
+    name = json_type_name(value)
+    return {"array": "list", "object": "mapping"}.get(name, name)
 
 
 def _clean(exc: yaml.YAMLError) -> str:

@@ -35,6 +35,7 @@ from kubernetes import client as k8s
 from prometheus_client import REGISTRY
 
 from tests.reviews import ray_pod
+from webhook.cluster.client import Resource
 from webhook.cluster.reflector import WatchSettings
 from webhook.karta.model import GVK
 
@@ -44,16 +45,8 @@ DROP = "drop"  # cut open watch connections without a word
 
 
 @dataclass(frozen=True)
-class Kind:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+class Kind(Resource):
+    """A resource the emulator serves: what discovery says about it, and kmock's handle on it."""
 
     @property
     def ref(self) -> kmock.resource:
