@@ -16,7 +16,8 @@ from tests.gang import CLUSTER as CLUSTER_NAME
 from tests.gang import Gangs, config, mutate, raycluster, worker
 from tests.gang import admission as gang_admission
 from tests.reviews import ray_pod, review
-from webhook.admission import CLIPPED, WARNING_MAX, ReviewError, _clip, parse_review
+from webhook.admission import CLIPPED, WARNING_MAX, ReviewError, parse_review
+from webhook.admission.answers import clip
 from webhook.config import parse_config
 from webhook.evaluation import Mode
 from webhook.gang import GroupObjectStatus
@@ -74,7 +75,7 @@ def test_warnings_accompany_allowed_objects() -> None:
 
 def test_long_warnings_are_cut_at_a_word_and_say_so() -> None:
     text = 'worker group "g": ' + " ".join(f"word{i}" for i in range(80))
-    clipped = _clip(text, WARNING_MAX)
+    clipped = clip(text, WARNING_MAX)
     assert len(clipped) <= WARNING_MAX and clipped.endswith(CLIPPED)
     kept = clipped.removesuffix(CLIPPED)
     assert text.startswith(kept) and text[len(kept)] == " "  # cut between words, not inside one

@@ -39,7 +39,7 @@ def test_a_denial_with_thousands_of_causes_stays_small() -> None:
     status = orjson.loads(text)["response"]["status"]
     # Before: one cause per violation (7,800 here) and all of them in the message too: 4.4 MB.
     assert len(text) < 64 * 1024, f"{len(text)} bytes for a {len(body)}-byte review"
-    from webhook.admission import MAX_CAUSES, MESSAGE_MAX
+    from webhook.admission.answers import MAX_CAUSES, MESSAGE_MAX
 
     causes = status["details"]["causes"]
     assert len(causes) == MAX_CAUSES + 1
