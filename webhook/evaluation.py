@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.karta.model import KartaDefinition
 from webhook.karta.registry import CompiledDefinition, DefinitionSet
 from webhook.karta.resolve import ResolvedWorkload
-from webhook.policy.engine import demote_existing, evaluate
+from webhook.policy.engine import RulePlan, demote_existing, evaluate, plan
 from webhook.policy.model import PolicySettings, Severity, Violation
 
 
@@ -75,6 +76,8 @@ class Evaluator:
         self.store = store
         self.policy = policy
         self.mode = mode
+        # Rule plans for the definition set in force, by definition identity; dropped when the set changes.
+        self._plans: tuple[DefinitionSet, dict[int, tuple[KartaDefinition, RulePlan]]] = (store.current, {})
 
     @property
     def definitions(self) -> DefinitionSet:
@@ -83,8 +86,19 @@ class Evaluator:
     def definition_for(self, obj: Mapping[str, Any]) -> CompiledDefinition | None:
         return self.store.current.for_object(as_served(obj))
 
+    def rule_plan(self, definition: KartaDefinition) -> RulePlan:
+        """The definition's rule plan, computed on first use and kept while its definition set is in force."""
+        current = self.store.current
+        plans = self._plans
+        if plans[0] is not current:
+            plans = self._plans = (current, {})  # one assignment: a concurrent review sees old or new
+        found = plans[1].get(id(definition))
+        if found is None or found[0] is not definition:
+            found = plans[1][id(definition)] = (definition, plan(definition, self.policy))
+        return found[1]
+
     def violations(self, workload: ResolvedWorkload) -> list[Violation]:
-        return evaluate(workload, self.policy)
+        return evaluate(workload, self.policy, rule_plan=self.rule_plan(workload.definition))
 
     def verdict(
         self, obj: Mapping[str, Any], mode: Mode | None = None, old: Mapping[str, Any] | None = None

@@ -72,7 +72,7 @@ def report_name(ref: ObjectRef) -> str:
 
 def applicable_rules(kind: GVK, config: Config) -> list[Rule]:
     """The rules the engine runs for a root kind."""
-    return [rule for rule, _ in BUILTIN_RULES.in_force(kind.group, config.policy)]
+    return [rule for rule, _ in BUILTIN_RULES.in_force(kind.group, config.policy, kind.kind)]
 
 
 def build_report(ref: ObjectRef, verdict: Verdict, config: Config, now: datetime) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ class DefinitionSet:
 
     def kinds(self) -> list[GVK]:
         return sorted(self._by_kind)
+
+    @cached_property
+    def kind_names(self) -> frozenset[str]:
+        """The root kinds' names (a metric label per kind; computed once, the set never changes)."""
+        return frozenset(kind.kind for kind in self._by_kind)
 
     def __iter__(self) -> Iterator[CompiledDefinition]:
         return iter(self._by_kind[k] for k in sorted(self._by_kind))

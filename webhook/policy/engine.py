@@ -4,11 +4,61 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from webhook.karta.model import KartaDefinition
 from webhook.karta.resolve import ResolvedWorkload
-from webhook.policy.model import PolicySettings, RuleContext, Severity, Violation, where
+from webhook.policy.model import (
+    READS_INSTANCE_IDS,
+    READS_PODS,
+    READS_SCALE,
+    PolicySettings,
+    Rule,
+    RuleContext,
+    Severity,
+    Violation,
+    where,
+)
 from webhook.policy.registry import BUILTIN_RULES, RuleRegistry
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """The rules one definition's workloads run, with their severities: worked out once per definition.
+
+    A rule is left out when it cannot apply to the definition's root kind, is off, or reads part of a
+    resolution the definition never gives (scale, pod templates, instance ids), so a review runs only
+    the checks that can find something in its object.
+    """
+
+    definition: str
+    rules: tuple[tuple[Rule, Severity], ...]
+    left_out: tuple[str, ...]  # ids of rules in force for the API group that this definition cannot feed
+
+
+def gives(definition: KartaDefinition) -> frozenset[str]:
+    """What the resolution of this definition's workloads can hold (READS_*)."""
+    found = set()
+    for component in definition.components:
+        if component.scale is not None and component.scale.paths():
+            found.add(READS_SCALE)
+        if component.spec is not None:
+            found.add(READS_PODS)
+        if component.instance_id_path:
+            found.add(READS_INSTANCE_IDS)
+    return frozenset(found)
+
+
+def plan(definition: KartaDefinition, settings: PolicySettings, rules: RuleRegistry = BUILTIN_RULES) -> RulePlan:
+    kind = definition.root_kind
+    available = gives(definition)
+    chosen, left_out = [], []
+    for rule, severity in rules.in_force(kind.group, settings):
+        if rule.applies_to(kind.group, kind.kind) and rule.reads <= available:
+            chosen.append((rule, severity))
+        else:
+            left_out.append(rule.id)
+    return RulePlan(definition.name, tuple(chosen), tuple(left_out))
 
 
 def _document_order(violation: Violation) -> tuple[object, ...]:
@@ -19,12 +69,17 @@ def _document_order(violation: Violation) -> tuple[object, ...]:
 
 
 def evaluate(
-    workload: ResolvedWorkload, settings: PolicySettings, rules: RuleRegistry = BUILTIN_RULES
+    workload: ResolvedWorkload,
+    settings: PolicySettings,
+    rules: RuleRegistry = BUILTIN_RULES,
+    rule_plan: RulePlan | None = None,
 ) -> list[Violation]:
-    """Every violation of every enabled rule, in the order of the fields they point at."""
+    """Every violation of every rule in the definition's plan, in the order of the fields they point at."""
     violations: list[Violation] = []
     context = RuleContext(workload, settings)
-    for rule, severity in rules.in_force(workload.definition.root_kind.group, settings):
+    if rule_plan is None:
+        rule_plan = plan(workload.definition, settings, rules)
+    for rule, severity in rule_plan.rules:
         for finding in rule.check(context):
             effective = severity
             if finding.at_most is Severity.WARN and severity is Severity.DENY:

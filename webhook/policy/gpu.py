@@ -14,7 +14,7 @@ from typing import Any
 from webhook.karta.resolve import Instance
 from webhook.kube.fieldpath import PathParts
 from webhook.kube.quantity import parse_quantity, shown
-from webhook.policy.model import Finding, PolicySettings, RuleContext, Severity, rule
+from webhook.policy.model import READS_PODS, Finding, PolicySettings, RuleContext, Severity, rule
 
 # Values of NVIDIA_VISIBLE_DEVICES that expose no device to the container.
 _NO_DEVICES = frozenset({"", "none", "void"})
@@ -116,6 +116,7 @@ def _vendor(resource_name: str) -> str:
     "gpu-whole-number",
     Severity.DENY,
     "GPU quantities are whole, non-negative numbers (the device plugin hands out whole devices)",
+    reads=(READS_PODS,),
 )
 def gpu_whole_number(ctx: RuleContext) -> Iterator[Finding]:
     for view in _gpu_views(ctx):
@@ -146,6 +147,7 @@ def gpu_whole_number(ctx: RuleContext) -> Iterator[Finding]:
     "gpu-requests-equal-limits",
     Severity.DENY,
     "a GPU request comes with a limit of the same value (Kubernetes refuses the pod otherwise)",
+    reads=(READS_PODS,),
 )
 def gpu_requests_equal_limits(ctx: RuleContext) -> Iterator[Finding]:
     for view in _gpu_views(ctx):
@@ -175,6 +177,7 @@ def gpu_requests_equal_limits(ctx: RuleContext) -> Iterator[Finding]:
     "gpu-on-primary-container",
     Severity.DENY,
     "GPUs sit on the container the runtime reads (Ray: containers[0]); elsewhere Ray never sees them",
+    reads=(READS_PODS,),
 )
 def gpu_on_primary_container(ctx: RuleContext) -> Iterator[Finding]:
     primary = ctx.workload.definition.hints.primary_container
@@ -212,7 +215,12 @@ def _primary_gpu_limit(ctx: RuleContext, instance: Instance, primary: int) -> De
     return Decimal(0)
 
 
-@rule("gpu-on-head", Severity.WARN, "the head (coordinator) pod holds no GPUs unless that is intended")
+@rule(
+    "gpu-on-head",
+    Severity.WARN,
+    "the head (coordinator) pod holds no GPUs unless that is intended",
+    reads=(READS_PODS,),
+)
 def gpu_on_head(ctx: RuleContext) -> Iterator[Finding]:
     hints = ctx.workload.definition.hints
     for view in _gpu_views(ctx):
@@ -226,7 +234,7 @@ def gpu_on_head(ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
-@rule("gpu-single-vendor", Severity.DENY, "a container asks for GPUs of one vendor only")
+@rule("gpu-single-vendor", Severity.DENY, "a container asks for GPUs of one vendor only", reads=(READS_PODS,))
 def gpu_single_vendor(ctx: RuleContext) -> Iterator[Finding]:
     for view in _gpu_views(ctx):
         gpus = list(view.gpus)
@@ -244,6 +252,7 @@ def gpu_single_vendor(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "NVIDIA_VISIBLE_DEVICES does not expose GPUs to a container without a GPU limit (it bypasses the "
     "device plugin and shares GPUs behind the scheduler's back)",
+    reads=(READS_PODS,),
 )
 def nvidia_visible_devices(ctx: RuleContext) -> Iterator[Finding]:
     """A literal value that names devices, a value the webhook cannot read, or an envFrom that can set it.
@@ -363,6 +372,7 @@ def _selects_gpu_nodes(spec: Mapping[str, Any], keys: tuple[str, ...]) -> str | 
     "gpu-node-selector",
     Severity.WARN,
     "a pod template that selects GPU nodes asks for GPUs (otherwise it occupies a GPU node without one)",
+    reads=(READS_PODS,),
 )
 def gpu_node_selector(ctx: RuleContext) -> Iterator[Finding]:
     workload, settings = ctx.workload, ctx.settings
@@ -396,6 +406,7 @@ def _tolerates(tolerations: Any, taint_keys: tuple[str, ...]) -> bool:
     "gpu-toleration",
     Severity.WARN,
     "a pod template with GPU limits tolerates the GPU node taint (otherwise it stays Pending on tainted pools)",
+    reads=(READS_PODS,),
 )
 def gpu_toleration(ctx: RuleContext) -> Iterator[Finding]:
     if not _gpu_views(ctx):

@@ -68,6 +68,7 @@ def ray_name(ctx: RuleContext) -> Iterator[Finding]:
     "a RayService or RayJob does not set upgradeStrategy inside its cluster spec (the RayCluster it "
     "creates would be refused)",
     api_group=RAY_GROUP,
+    kinds=("RayService", "RayJob"),
 )
 def ray_nested_upgrade_strategy(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload

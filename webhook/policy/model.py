@@ -154,18 +154,41 @@ class Rule:
     api_group: str | None = None
     # The family the rule belongs to (PolicyReport category); set where the rule is registered.
     category: str = ""
+    # Only for these root kinds (e.g. RayJob's own fields); None: any kind of the API group.
+    kinds: frozenset[str] | None = None
+    # What of the resolution the rule reads (READS_*): a definition that gives none of it cannot
+    # produce a finding, so the rule is left out of that definition's plan (webhook.policy.engine).
+    reads: frozenset[str] = frozenset()
 
-    def applies_to(self, root_group: str) -> bool:
-        return self.api_group is None or self.api_group == root_group
+    def applies_to(self, root_group: str, root_kind: str | None = None) -> bool:
+        """Whether the rule runs for this root API group (and, when given, root kind)."""
+        if self.api_group is not None and self.api_group != root_group:
+            return False
+        return self.kinds is None or root_kind is None or root_kind in self.kinds
+
+
+# What a rule can read of a resolved workload besides the object itself.
+READS_SCALE = "scale"  # instances' replicas and bounds (a component with a scaleDefinition)
+READS_PODS = "pods"  # instances' pod templates (a component with a specDefinition)
+READS_INSTANCE_IDS = "instance-ids"  # instance ids (a component with an instanceIdPath)
 
 
 def rule(
-    rule_id: str, severity: Severity, summary: str, *, api_group: str | None = None
+    rule_id: str,
+    severity: Severity,
+    summary: str,
+    *,
+    api_group: str | None = None,
+    kinds: Iterable[str] | None = None,
+    reads: Iterable[str] = (),
 ) -> Callable[[RuleCheck], Rule]:
     """Make a rule function into a Rule with a stable id (listed in webhook.policy.registry to be in force)."""
 
     def make(check: RuleCheck) -> Rule:
-        return Rule(rule_id, severity, summary, check, api_group)
+        return Rule(
+            rule_id, severity, summary, check, api_group, kinds=frozenset(kinds) if kinds is not None else None,
+            reads=frozenset(reads),
+        )  # fmt: skip
 
     return make
 

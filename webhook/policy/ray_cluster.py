@@ -101,6 +101,7 @@ def ray_group_name_pod_name(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "a RayCluster created by a RayJob or RayService (label ray.io/originated-from-crd) sets no upgradeStrategy",
     api_group=RAY_GROUP,
+    kinds=("RayCluster",),
 )
 def ray_cluster_upgrade_strategy(ctx: RuleContext) -> Iterator[Finding]:
     cluster = ray_cluster(ctx)

@@ -348,18 +348,22 @@ def ray_history_server(ctx: RuleContext) -> Iterator[Finding]:
                 )
 
 
+# What each storage backend of the history collector needs in its env (KubeRay's validation).
+COLLECTOR_BACKEND_NEEDS = {
+    "GCS": ("GCS_BUCKET",),
+    "S3": ("S3_REGION",),
+    "ALIYUNOSS": ("OSS_BUCKET", "OSS_ENDPOINT", "OSS_REGION"),
+}
+CollectorEnv = dict[str, tuple[int, Mapping[str, Any]]]
+
+
 def _collector(collector: Mapping[str, Any], path: PathParts) -> Iterator[Finding]:
     if not collector.get("image"):
         yield Finding((*path, "image"), "historyServerOptions.collectorOptions.image must be set", None)
-    env: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    env: CollectorEnv = {}
     for index, raw_entry in enumerate(as_list(collector.get("env"))):
         entry = as_map(raw_entry)
         env.setdefault(str(entry.get("name")), (index, entry))
-
-    def has(name: str) -> bool:
-        found = env.get(name)
-        return found is not None and bool(found[1].get("value") or found[1].get("valueFrom"))
-
     for name in COLLECTOR_MANAGED_ENV:
         if name in env:
             yield Finding(
@@ -367,36 +371,41 @@ def _collector(collector: Mapping[str, Any], path: PathParts) -> Iterator[Findin
             )
     backend_entry = env.get("STORAGE_BACKEND")
     backend = str(backend_entry[1].get("value") or "") if backend_entry else ""
-    if not backend:
+    if not backend_entry or not backend:
         yield Finding((*path, "env"), "collectorOptions.env must set STORAGE_BACKEND to a literal value", None)
         return
-    where = (*path, "env", backend_entry[0]) if backend_entry else (*path, "env")
-    needed: list[str] = []
+    where = (*path, "env", backend_entry[0])
     upper = backend.upper()
-    if upper == "GCS":
-        needed = ["GCS_BUCKET"]
-    elif upper == "S3":
-        needed = ["S3_REGION"]
-    elif upper == "ALIYUNOSS":
-        needed = ["OSS_BUCKET", "OSS_ENDPOINT", "OSS_REGION"]
-    elif upper == "AZUREBLOB":
-        mode_entry = env.get("AZURE_STORAGE_AUTH_MODE")
-        mode = str(mode_entry[1].get("value") or "").strip().lower() if mode_entry else ""
-        if mode == "connection_string":
-            needed = ["AZURE_STORAGE_CONNECTION_STRING"]
-        elif mode in {"workload_identity", "default"}:
-            needed = ["AZURE_STORAGE_ACCOUNT_URL"]
-        elif not has("AZURE_STORAGE_CONNECTION_STRING") and not has("AZURE_STORAGE_ACCOUNT_URL"):
-            yield Finding(
-                where,
-                "STORAGE_BACKEND AZUREBLOB needs AZURE_STORAGE_CONNECTION_STRING or "
-                "AZURE_STORAGE_ACCOUNT_URL in collectorOptions.env",
-                backend,
-            )
-    for name in needed:
-        if not has(name):
-            yield Finding(where, f"STORAGE_BACKEND {backend} needs {name} in collectorOptions.env", backend)
-            return  # KubeRay names the first missing one
+    needed = _azure_needs(env) if upper == "AZUREBLOB" else COLLECTOR_BACKEND_NEEDS.get(upper, ())
+    if needed is None:
+        yield Finding(
+            where,
+            "STORAGE_BACKEND AZUREBLOB needs AZURE_STORAGE_CONNECTION_STRING or "
+            "AZURE_STORAGE_ACCOUNT_URL in collectorOptions.env",
+            backend,
+        )
+        return
+    missing = next((name for name in needed if not _has_value(env, name)), None)
+    if missing is not None:  # KubeRay names the first missing one
+        yield Finding(where, f"STORAGE_BACKEND {backend} needs {missing} in collectorOptions.env", backend)
+
+
+def _has_value(env: CollectorEnv, name: str) -> bool:
+    found = env.get(name)
+    return found is not None and bool(found[1].get("value") or found[1].get("valueFrom"))
+
+
+def _azure_needs(env: CollectorEnv) -> tuple[str, ...] | None:
+    """What AZUREBLOB needs by its auth mode; None when no mode is set and neither credential is given."""
+    mode_entry = env.get("AZURE_STORAGE_AUTH_MODE")
+    mode = str(mode_entry[1].get("value") or "").strip().lower() if mode_entry else ""
+    if mode == "connection_string":
+        return ("AZURE_STORAGE_CONNECTION_STRING",)
+    if mode in {"workload_identity", "default"}:
+        return ("AZURE_STORAGE_ACCOUNT_URL",)
+    if not _has_value(env, "AZURE_STORAGE_CONNECTION_STRING") and not _has_value(env, "AZURE_STORAGE_ACCOUNT_URL"):
+        return None
+    return ()
 
 
 @rule(

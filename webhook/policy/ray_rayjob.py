@@ -39,6 +39,7 @@ def _autoscaling(ctx: RuleContext) -> bool:
     Severity.DENY,
     "a RayJob has a rayClusterSpec or a clusterSelector naming a cluster (ray.io/cluster)",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_cluster_source(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)
@@ -62,6 +63,7 @@ def ray_job_cluster_source(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "a suspended RayJob has shutdownAfterJobFinishes: true and its own cluster (not a clusterSelector)",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_suspend(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)
@@ -84,6 +86,7 @@ def ray_job_suspend(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "ttlSecondsAfterFinished is not negative and is set only with shutdownAfterJobFinishes: true",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_ttl(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)
@@ -103,6 +106,7 @@ def ray_job_ttl(ctx: RuleContext) -> Iterator[Finding]:
     "submissionMode fits the rest: SidecarMode has no clusterSelector, submitterPodTemplate or submitterConfig and "
     "a head restartPolicy of Never; InteractiveMode and clusterSelector have no backoffLimit",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_submission_mode(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)
@@ -138,6 +142,7 @@ def ray_job_submission_mode(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "activeDeadlineSeconds and preRunningDeadlineSeconds are positive and backoffLimit is not negative",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_limits(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)
@@ -155,6 +160,7 @@ def ray_job_limits(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "runtimeEnvYAML is a YAML mapping (KubeRay refuses a RayJob whose runtime env it cannot read)",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_runtime_env(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)
@@ -180,6 +186,7 @@ def ray_job_runtime_env(ctx: RuleContext) -> Iterator[Finding]:
     "deletionStrategy is either onSuccess and onFailure with a policy each, or deletionRules (then without "
     "shutdownAfterJobFinishes), unique and ordered, and fits the cluster (no DeleteWorkers with the autoscaler)",
     api_group=RAY_GROUP,
+    kinds=("RayJob",),
 )
 def ray_job_deletion_strategy(ctx: RuleContext) -> Iterator[Finding]:
     spec = _job(ctx)

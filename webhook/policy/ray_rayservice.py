@@ -31,6 +31,7 @@ def _go_duration_positive(text: str) -> bool | None:
     Severity.DENY,
     f"a RayService's {INITIALIZING_TIMEOUT} annotation is a positive Go duration (5m) or number of seconds",
     api_group=RAY_GROUP,
+    kinds=("RayService",),
 )
 def ray_initializing_timeout(ctx: RuleContext) -> Iterator[Finding]:
     if ctx.workload.kind != "RayService":
@@ -58,6 +59,7 @@ def ray_initializing_timeout(ctx: RuleContext) -> Iterator[Finding]:
     Severity.DENY,
     "a RayService does not name its head Service (headGroupSpec.headService.metadata.name); KubeRay names it",
     api_group=RAY_GROUP,
+    kinds=("RayService",),
 )
 def ray_service_head_service_name(ctx: RuleContext) -> Iterator[Finding]:
     cluster = ray_cluster(ctx)
@@ -79,6 +81,7 @@ def ray_service_head_service_name(ctx: RuleContext) -> Iterator[Finding]:
     f"upgradeStrategy.type is one of {', '.join(UPGRADE_TYPES)}; {INCREMENTAL} comes with the autoscaler and "
     "complete clusterUpgradeOptions (when KubeRay's RayServiceIncrementalUpgrade gate is on)",
     api_group=RAY_GROUP,
+    kinds=("RayService",),
 )
 def ray_service_upgrade_strategy(ctx: RuleContext) -> Iterator[Finding]:
     if ctx.workload.kind != "RayService":

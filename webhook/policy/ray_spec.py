@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from webhook.karta.resolve import ResolvedWorkload
@@ -100,20 +101,28 @@ class RayClusterView:
     def labels(self) -> Mapping[str, Any]:
         return as_map(self.metadata.get("labels"))
 
-    @property
+    # The views are cached on the instance (one view per review, shared by the rules through
+    # ray_cluster()), since several rules walk every worker group.
+    @cached_property
     def head(self) -> Group:
         return Group("head group", None, self.at("headGroupSpec"), as_map(self.spec.get("headGroupSpec")))
 
-    def workers(self) -> Iterator[Group]:
+    @cached_property
+    def worker_groups(self) -> tuple[Group, ...]:
+        found = []
         for index, group in enumerate(as_list(self.spec.get("workerGroupSpecs"))):
             if isinstance(group, dict):
                 name = group.get("groupName")
                 text = str(name) if name is not None else ""
-                yield Group(f'worker group "{text}"', text, self.at("workerGroupSpecs", index), group)
+                found.append(Group(f'worker group "{text}"', text, self.at("workerGroupSpecs", index), group))
+        return tuple(found)
+
+    def workers(self) -> Iterator[Group]:
+        return iter(self.worker_groups)
 
     def groups(self) -> Iterator[Group]:
         yield self.head
-        yield from self.workers()
+        yield from self.worker_groups
 
     @property
     def autoscaling(self) -> bool:

@@ -44,12 +44,14 @@ class RuleRegistry:
     def ids(self) -> list[str]:
         return list(self._rules)
 
-    def in_force(self, root_group: str, settings: PolicySettings) -> list[tuple[Rule, Severity]]:
-        """The rules that run for a workload of this root API group, with their configured severities."""
+    def in_force(
+        self, root_group: str, settings: PolicySettings, root_kind: str | None = None
+    ) -> list[tuple[Rule, Severity]]:
+        """The rules that run for a workload of this root API group (and kind), with their severities."""
         return [
             (rule, severity)
             for rule in self._rules.values()
-            if rule.applies_to(root_group) and (severity := settings.severity(rule)) is not Severity.OFF
+            if rule.applies_to(root_group, root_kind) and (severity := settings.severity(rule)) is not Severity.OFF
         ]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from webhook.karta.resolve import Instance, ResolvedWorkload
 from webhook.kube import names
-from webhook.policy.model import Finding, RuleContext, Severity, rule
+from webhook.policy.model import READS_INSTANCE_IDS, READS_PODS, READS_SCALE, Finding, RuleContext, Severity, rule
 
 # An idPath that reads a pod label: `.metadata.labels["ray.io/group"]` or `.metadata.labels.app`.
 _LABEL_PATH = re.compile(r'\s*\.metadata\.labels(?:\[\s*"([^"]+)"\s*\]|\.([A-Za-z_][A-Za-z0-9_]*))\s*')
@@ -38,6 +38,7 @@ def _runner(workload: ResolvedWorkload) -> str:
     "an explicit, non-zero replicas lies within [minReplicas, maxReplicas]; outside it the controller "
     "silently clamps it (a warning only when an autoscaler owns replicas). replicas 0, which is also what "
     "an omitted replicas becomes, is left alone: the controller starts minReplicas, as meant",
+    reads=(READS_SCALE,),
 )
 def replicas_within_bounds(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
@@ -77,7 +78,7 @@ def replicas_within_bounds(ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
-@rule("min-not-above-max", Severity.DENY, "minReplicas is not greater than maxReplicas")
+@rule("min-not-above-max", Severity.DENY, "minReplicas is not greater than maxReplicas", reads=(READS_SCALE,))
 def min_not_above_max(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
     for instance in _scaled(workload):
@@ -97,7 +98,9 @@ def min_not_above_max(ctx: RuleContext) -> Iterator[Finding]:
         )
 
 
-@rule("non-negative-scale", Severity.DENY, "replicas, minReplicas and maxReplicas are not negative")
+@rule(
+    "non-negative-scale", Severity.DENY, "replicas, minReplicas and maxReplicas are not negative", reads=(READS_SCALE,)
+)
 def non_negative_scale(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
     runner = _runner(workload)
@@ -141,7 +144,12 @@ def pods_per_replica(ctx: RuleContext) -> Iterator[Finding]:
             )
 
 
-@rule("unique-instance-ids", Severity.DENY, "instance ids (e.g. worker group names) are unique")
+@rule(
+    "unique-instance-ids",
+    Severity.DENY,
+    "instance ids (e.g. worker group names) are unique",
+    reads=(READS_INSTANCE_IDS,),
+)
 def unique_instance_ids(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
     for resolved in workload.components.values():
@@ -163,6 +171,7 @@ def unique_instance_ids(ctx: RuleContext) -> Iterator[Finding]:
     "instance-id-label-value",
     Severity.DENY,
     "instance ids that pods carry as a label value are valid label values",
+    reads=(READS_INSTANCE_IDS,),
 )
 def instance_id_label_value(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
@@ -187,6 +196,7 @@ def instance_id_label_value(ctx: RuleContext) -> Iterator[Finding]:
     "reserved-instance-id",
     Severity.DENY,
     "instance ids do not take a value reserved by the definition (Ray: a worker group named headgroup)",
+    reads=(READS_INSTANCE_IDS,),
 )
 def reserved_instance_id(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
@@ -202,11 +212,7 @@ def reserved_instance_id(ctx: RuleContext) -> Iterator[Finding]:
                 )
 
 
-@rule(
-    "pod-template-containers",
-    Severity.DENY,
-    "every pod template has at least one container",
-)
+@rule("pod-template-containers", Severity.DENY, "every pod template has at least one container", reads=(READS_PODS,))
 def pod_template_containers(ctx: RuleContext) -> Iterator[Finding]:
     workload = ctx.workload
     for instance in workload.instances():

@@ -6,6 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,66 +54,72 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
+def _read_review(path: str) -> Review | Response:
+    """The request's AdmissionReview, or the 400/413 answer when there is none to answer."""
+    try:
+        return parse_review(orjson.loads(request.get_data(cache=False)))
+    except RequestEntityTooLarge:
+        metrics.BAD_REQUESTS.labels(path, "413").inc()
+        return _json({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
+    except (orjson.JSONDecodeError, ReviewError) as exc:
+        metrics.BAD_REQUESTS.labels(path, "400").inc()
+        return _json({"error": f"not an AdmissionReview: {exc}"}, 400)
+
+
+def _answer(
+    state: ServerState, path: str, handle: Callable[[Review], Outcome], fail_closed: Callable[[], bool]
+) -> Response:
+    started = time.perf_counter()
+    review = _read_review(path)
+    if isinstance(review, Response):
+        return review
+    if state.refresh is not None:
+        try:
+            state.refresh()
+        except Exception:  # the definitions in hand still serve; the next review tries again
+            log.exception("cannot read the definitions the cluster agent published")
+    try:
+        outcome = handle(review)
+    except Exception as exc:
+        # A well-formed review always gets an answer with its uid, per the failure posture.
+        metrics.INTERNAL_ERRORS.labels(path).inc()
+        log.exception("internal error answering a review", extra={"fields": {"uid": review.uid, "path": path}})
+        return _json(error_response(review, not fail_closed(), f"internal error ({type(exc).__name__})"))
+    # Kinds with a definition (they can change) and Pod get their own metric label.
+    kinds = state.admission.evaluator.definitions.kind_names | {"Pod"}
+    _record(path, review, outcome, time.perf_counter() - started, kinds)
+    return _json(outcome.response)
+
+
 def create_app(state: ServerState) -> Flask:
     app = Flask("karta_admission")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-
-    def review_endpoint(path: str, handle: Callable[[Review], Outcome], fail_closed: Callable[[], bool]) -> Response:
-        started = time.perf_counter()
-        try:
-            body = orjson.loads(request.get_data(cache=False))
-            review = parse_review(body)
-        except RequestEntityTooLarge:
-            metrics.BAD_REQUESTS.labels(path, "413").inc()
-            return _json({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
-        except (orjson.JSONDecodeError, ReviewError) as exc:
-            metrics.BAD_REQUESTS.labels(path, "400").inc()
-            return _json({"error": f"not an AdmissionReview: {exc}"}, 400)
-        if state.refresh is not None:
-            try:
-                state.refresh()
-            except Exception:  # the definitions in hand still serve; the next review tries again
-                log.exception("cannot read the definitions the cluster agent published")
-        try:
-            outcome = handle(review)
-        except Exception as exc:
-            # A well-formed review always gets an answer with its uid, per the failure posture.
-            metrics.INTERNAL_ERRORS.labels(path).inc()
-            log.exception("internal error answering a review", extra={"fields": {"uid": review.uid, "path": path}})
-            allowed = not fail_closed()
-            return _json(error_response(review, allowed, f"internal error ({type(exc).__name__})"))
-        elapsed = time.perf_counter() - started
-        _record(path, review, outcome, elapsed, known_kinds())
-        return _json(outcome.response)
-
-    def known_kinds() -> frozenset[str]:
-        """Kinds that get their own metric label: those with a definition (they can change), and Pod."""
-        return frozenset({"Pod", *(gvk.kind for gvk in state.admission.evaluator.definitions.kinds())})
-
     config = state.config
+    admission = state.admission
 
     def validation_fails_closed(mode: Mode) -> Callable[[], bool]:
         return lambda: mode is Mode.ENFORCE and config.failure_policy == "Fail"
 
     @app.post("/validate")
     def validate() -> Response:
-        return review_endpoint("/validate", state.admission.validate, validation_fails_closed(config.mode))
+        return _answer(state, "/validate", admission.validate, validation_fails_closed(config.mode))
 
     @app.post("/validate/enforce")
     def validate_enforce() -> Response:
-        return review_endpoint(
+        return _answer(
+            state,
             "/validate/enforce",
-            lambda r: state.admission.validate(r, Mode.ENFORCE),
+            lambda r: admission.validate(r, Mode.ENFORCE),
             validation_fails_closed(Mode.ENFORCE),
         )
 
     @app.post("/validate/audit")
     def validate_audit() -> Response:
-        return review_endpoint("/validate/audit", lambda r: state.admission.validate(r, Mode.AUDIT), lambda: False)
+        return _answer(state, "/validate/audit", lambda r: admission.validate(r, Mode.AUDIT), lambda: False)
 
     @app.post("/mutate")
     def mutate() -> Response:
-        return review_endpoint("/mutate", state.admission.mutate, lambda: False)
+        return _answer(state, "/mutate", admission.mutate, lambda: False)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -142,7 +149,7 @@ def create_app(state: ServerState) -> Flask:
     return app
 
 
-def _record(path: str, review: Review, outcome: Outcome, elapsed: float, kinds: frozenset[str]) -> None:
+def _record(path: str, review: Review, outcome: Outcome, elapsed: float, kinds: AbstractSet[str]) -> None:
     kind = metrics.closed(outcome.kind, kinds)
     operation = metrics.closed(outcome.operation, metrics.OPERATIONS)
     metrics.REQUESTS.labels(path, kind, operation, outcome.verdict, outcome.mode).inc()

@@ -16,6 +16,7 @@ component out: every rule that reads it is then listed as not covered for this d
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from webhook.karta.jqengine import MAX_RESULTS
@@ -166,6 +167,14 @@ def _key(name: str, taken: set[str]) -> str:
     return key
 
 
+# A CEL test that {v} converts to int32 the way Karta converts a path's output (null passes).
+INT32_CEL = (
+    "({v} == null || (type({v}) == int && {v} >= " + str(INT32_MIN) + " && {v} <= " + str(INT32_MAX) + ") || "
+    "(type({v}) == double && {v} == double(int({v})) && {v} >= " + str(INT32_MIN) + ".0 && {v} <= "
+    + str(INT32_MAX) + ".0))"
+)  # fmt: skip
+
+
 def _component(
     definition: KartaDefinition, c: Component, key: str, variables: Variables
 ) -> tuple[ComponentView, list[tuple[str, str]]]:
@@ -186,6 +195,26 @@ def _component(
         paths["suspended"] = hints.suspended_path
     shapes = {aspect: jq.shape(p) for aspect, p in paths.items()}
     multi = bool(c.instance_id_path)
+    list_steps, optional = _iterated_list(shapes, multi)
+    view = ComponentView(
+        c.name, key, multi, list_steps, hints.role, bool(spec and spec.pod_template_spec_path), bool(scale_paths)
+    )
+    if not paths:
+        return view, []  # a component the rules do not read (e.g. the RayCluster between object and pods)
+    instances = _Instances(view, variables, shapes, f"component '{c.name}': ")
+    if multi:
+        assert list_steps is not None
+        instances.from_list(list_steps, optional)
+    else:
+        instances.single()
+    instances.pod_specs()
+    instances.scales(tuple(scale_paths))
+    instances.hints()
+    return view, instances.errors
+
+
+def _iterated_list(shapes: dict[str, jq.PathShape], multi: bool) -> tuple[tuple[str, ...] | None, bool]:
+    """The list a multi-instance component's instances are the elements of, and whether `[]?` iterates it."""
     list_steps: tuple[str, ...] | None = None
     optional = True
     if multi:
@@ -198,20 +227,32 @@ def _component(
             raise jq.Untranslatable(f"{aspect} path does not iterate the list the instance ids come from")
         if not multi and path.per_element:
             raise jq.Untranslatable(f"{aspect} path iterates a list, but the component has no instanceIdPath")
-    view = ComponentView(
-        c.name, key, multi, list_steps, hints.role, bool(spec and spec.pod_template_spec_path), bool(scale_paths)
-    )
-    if not paths:
-        return view, []  # a component the rules do not read (e.g. the RayCluster between object and pods)
-    var = view.var
-    errors: list[tuple[str, str]] = []
-    prefix = f"component '{c.name}': "
+    return list_steps, optional
 
-    def meaning(aspect: str, given: str) -> jq.Meaning:
-        return jq.translate_path(shapes[aspect], given, given_is_map=not multi)
 
-    if multi:
-        assert list_steps is not None
+class _Instances:
+    """The CEL variables of one component's instances, and the resolution errors they can have."""
+
+    def __init__(self, view: ComponentView, variables: Variables, shapes: dict[str, jq.PathShape], prefix: str) -> None:
+        self.view = view
+        self.key = view.key
+        self.variables = variables
+        self.shapes = shapes
+        self.prefix = prefix
+        self.errors: list[tuple[str, str]] = []
+        self.idx = ""
+        # Set by from_list or single: adds the index-aligned raw values of one path.
+        self.aligned: Callable[[str, str, str, str], None] = self._unset
+
+    @staticmethod
+    def _unset(aspect: str, convert: str, default: str, label: str) -> None:
+        raise AssertionError("from_list() or single() first")
+
+    def _meaning(self, aspect: str, given: str) -> jq.Meaning:
+        return jq.translate_path(self.shapes[aspect], given, given_is_map=not self.view.multi)
+
+    def from_list(self, list_steps: tuple[str, ...], optional: bool) -> None:
+        key, variables = self.key, self.variables
         target = cel.path("object", list_steps)
         present = cel.present("object", list_steps)
         items = variables.add(f"{key}_items", f"({present} && type({target}) == list) ? {target} : []")
@@ -223,75 +264,81 @@ def _component(
                              f"size({items}) < {MAX_RESULTS}")  # fmt: skip
         if not optional:
             list_ok = cel.all_of(present, list_ok)
-        ids = meaning("ids", "g")
+        ids = self._meaning("ids", "g")
         ids_ok = variables.add(
             f"{key}_ids_ok",
             cel.all_of(list_ok, f"{items}.all(g, {ids.ok} && type({ids.value}) == string && {ids.value} != '')"),
         )
         variables.add(f"{key}_ids", f"{ids_ok} ? {items}.map(g, {ids.value}) : []")
-        errors.append((f"!{ids_ok}", cel.string(prefix + "instanceIdPath gives no usable id for every element")))
-        n = variables.add(f"{key}_n", f"size({var('ids')})")
-        idx = variables.add(f"{key}_idx", f"{_v(RANGE)}.filter(i, i < {n})")
+        self.errors.append(
+            (f"!{ids_ok}", cel.string(self.prefix + "instanceIdPath gives no usable id for every element"))
+        )
+        n = variables.add(f"{key}_n", f"size({self.view.var('ids')})")
+        self.idx = variables.add(f"{key}_idx", f"{_v(RANGE)}.filter(i, i < {n})")
 
         def aligned(aspect: str, convert: str, default: str, label: str) -> None:
-            m = meaning(aspect, "g")
+            m = self._meaning(aspect, "g")
             converted = f"[{m.value}].all(v, {convert.format(v='v')})" if convert != "true" else "true"
             ok = variables.add(f"{key}_raw_{aspect}_ok", f"{items}.all(g, {cel.all_of(m.ok, converted)})")
-            variables.add(f"{key}_raw_{aspect}", f"{ok} ? {items}.map(g, {m.value}) : {idx}.map(i, {default})")
-            errors.append((f"{ids_ok} && !{ok}", cel.string(prefix + label + " fails on this object")))
+            variables.add(f"{key}_raw_{aspect}", f"{ok} ? {items}.map(g, {m.value}) : {self.idx}.map(i, {default})")
+            self.errors.append((f"{ids_ok} && !{ok}", cel.string(self.prefix + label + " fails on this object")))
 
-    else:
+        self.aligned = aligned
+
+    def single(self) -> None:
+        key, variables = self.key, self.variables
         variables.add(f"{key}_ids", '[""]')
-        n = variables.add(f"{key}_n", "1")
-        idx = variables.add(f"{key}_idx", "[0]")
+        variables.add(f"{key}_n", "1")
+        self.idx = variables.add(f"{key}_idx", "[0]")
 
         def aligned(aspect: str, convert: str, default: str, label: str) -> None:
-            m = meaning(aspect, "object")
+            m = self._meaning(aspect, "object")
             converted = f"[{m.value}].all(v, {convert.format(v='v')})" if convert != "true" else "true"
             ok = variables.add(f"{key}_raw_{aspect}_ok", cel.all_of(m.ok, f"(!{m.ok} || {converted})"))
             variables.add(f"{key}_raw_{aspect}", f"{ok} ? [{m.value}] : [{default}]")
-            errors.append((f"!{ok}", cel.string(prefix + label + " fails on this object")))
+            self.errors.append((f"!{ok}", cel.string(self.prefix + label + " fails on this object")))
 
-    int32 = (
-        "({v} == null || (type({v}) == int && {v} >= " + str(INT32_MIN) + " && {v} <= " + str(INT32_MAX) + ") || "
-        "(type({v}) == double && {v} == double(int({v})) && {v} >= "
-        + str(INT32_MIN)
-        + ".0 && {v} <= "
-        + str(INT32_MAX)
-        + ".0))"
-    )
-    if "template" in shapes:
-        aligned("template", "true", "null", "podTemplateSpecPath")
-        template = var("raw_template")
-        variables.add(
+        self.aligned = aligned
+
+    def pod_specs(self) -> None:
+        key, var = self.key, self.view.var
+        if "template" not in self.shapes:
+            self.variables.add(f"{key}_specs", f"{self.idx}.map(i, null)")
+            return
+        self.aligned("template", "true", "null", "podTemplateSpecPath")
+        self.variables.add(
             f"{key}_specs",
-            f"{template}.map(t, (type(t) == map && 'spec' in t && type(t.spec) == map) ? t.spec : null)",
+            f"{var('raw_template')}.map(t, (type(t) == map && 'spec' in t && type(t.spec) == map) ? t.spec : null)",
         )
-    else:
-        variables.add(f"{key}_specs", f"{idx}.map(i, null)")
-    if scale_paths:
+
+    def scales(self, scale_fields: tuple[str, ...]) -> None:
+        if not scale_fields:
+            return
+        key, var = self.key, self.view.var
         # Any failing scale path leaves the instance without a scale (as the resolver does).
         oks = []
-        for aspect in scale_paths:
-            aligned(aspect, int32, "null", f"{aspect}Path")
+        for aspect in scale_fields:
+            self.aligned(aspect, INT32_CEL, "null", f"{aspect}Path")
             oks.append(var(f"raw_{aspect}_ok"))
         scale_ok = cel.all_of(*oks)
         for aspect, name in (("replicas", "replicas"), ("minReplicas", "min"), ("maxReplicas", "max")):
-            if aspect in scale_paths:
+            if aspect in scale_fields:
                 raw = var("raw_" + aspect)
-                variables.add(
-                    f"{key}_{name}", f"{scale_ok} ? {raw}.map(x, x == null ? null : int(x)) : {idx}.map(i, null)"
+                self.variables.add(
+                    f"{key}_{name}", f"{scale_ok} ? {raw}.map(x, x == null ? null : int(x)) : {self.idx}.map(i, null)"
                 )
             else:
-                variables.add(f"{key}_{name}", f"{idx}.map(i, null)")
-    if "ppr" in shapes:
-        aligned("ppr", int32, "null", "policy hint podsPerReplicaPath")
-        variables.add(f"{key}_ppr", f"{var('raw_ppr')}.map(x, x == null ? null : int(x))")
-    else:
-        variables.add(f"{key}_ppr", f"{idx}.map(i, null)")
-    if "suspended" in shapes:
-        aligned("suspended", "true", "false", "policy hint suspendedPath")
-        variables.add(f"{key}_suspended", f"{var('raw_suspended')}.map(x, x == true)")
-    else:
-        variables.add(f"{key}_suspended", f"{idx}.map(i, false)")
-    return view, errors
+                self.variables.add(f"{key}_{name}", f"{self.idx}.map(i, null)")
+
+    def hints(self) -> None:
+        key, var, add = self.key, self.view.var, self.variables.add
+        if "ppr" in self.shapes:
+            self.aligned("ppr", INT32_CEL, "null", "policy hint podsPerReplicaPath")
+            add(f"{key}_ppr", f"{var('raw_ppr')}.map(x, x == null ? null : int(x))")
+        else:
+            add(f"{key}_ppr", f"{self.idx}.map(i, null)")
+        if "suspended" in self.shapes:
+            self.aligned("suspended", "true", "false", "policy hint suspendedPath")
+            add(f"{key}_suspended", f"{var('raw_suspended')}.map(x, x == true)")
+        else:
+            add(f"{key}_suspended", f"{self.idx}.map(i, false)")
