@@ -209,6 +209,8 @@ def document_json(document: Any) -> str:
 
 def to_int32(value: Any) -> int | None:
     """Karta's conversion of a scale output into *int32: null is nil, 2 and 2.0 are 2, others fail."""
+    if type(value) is int and INT32_MIN <= value <= INT32_MAX:  # the usual case, first
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -177,6 +177,9 @@ class ComponentHints:
     reserved_instance_ids: frozenset[str] = frozenset()
 
 
+NO_HINTS = ComponentHints()
+
+
 @dataclass(frozen=True)
 class PolicyHints:
     autoscaling_path: str | None = None
@@ -184,7 +187,7 @@ class PolicyHints:
     components: Mapping[str, ComponentHints] = field(default_factory=dict)
 
     def for_component(self, name: str) -> ComponentHints:
-        return self.components.get(name, ComponentHints())
+        return self.components.get(name, NO_HINTS)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from webhook.karta.resolve import ResolvedWorkload
@@ -53,19 +52,25 @@ class Violation:
         return {"rule": self.rule, "severity": str(self.severity), "path": self.path, "message": self.message}
 
 
+# Resource names whose GPU-ness one GpuSettings remembers (objects name few; requests can name any).
+GPU_NAMES_REMEMBERED = 4096
+
+
 @dataclass(frozen=True)
 class GpuSettings:
     resource_patterns: tuple[re.Pattern[str], ...]
     taint_keys: tuple[str, ...]
     node_label_keys: tuple[str, ...]
+    # Answers of is_gpu by resource name: every container of every review asks for the same few names.
+    _answers: dict[str, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def is_gpu(self, resource_name: str) -> bool:
-        return _matches_any(self.resource_patterns, resource_name)
-
-
-@lru_cache(maxsize=4096)
-def _matches_any(patterns: tuple[re.Pattern[str], ...], name: str) -> bool:
-    return any(p.fullmatch(name) for p in patterns)
+        answer = self._answers.get(resource_name)
+        if answer is None:
+            answer = any(p.fullmatch(resource_name) for p in self.resource_patterns)
+            if len(self._answers) < GPU_NAMES_REMEMBERED:
+                self._answers[resource_name] = answer
+        return answer
 
 
 # KubeRay's notion of a GPU key (reference/kuberay.md §4): any name ending in "gpu", and MIG slices.

@@ -44,9 +44,13 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return parts + (0,) * (3 - len(parts))  # missing components count as 0, as Go compares them
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Group:
-    """The head group or one worker group of the cluster spec."""
+    """The head group or one worker group of the cluster spec.
+
+    Not frozen: one is built for every group of every review (frozen ones take three times as long to
+    build); nothing assigns to one after it is built.
+    """
 
     label: str  # `head group` or `worker group "name"`
     name: str | None  # the worker group's groupName; None for the head
