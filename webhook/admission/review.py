@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from webhook.karta.model import GVK
@@ -26,7 +27,7 @@ class Review:
     def operation(self) -> str:
         return str(self.request.get("operation") or "")
 
-    @property
+    @cached_property  # read several times per review
     def kind(self) -> GVK:
         kind = self.request.get("kind") or {}
         return GVK(str(kind.get("group") or ""), str(kind.get("version") or ""), str(kind.get("kind") or ""))

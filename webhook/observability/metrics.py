@@ -17,6 +17,7 @@ import os
 import re
 import threading
 from collections.abc import Collection
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -76,6 +77,20 @@ class BoundedLabel:
 
 
 namespace_label = BoundedLabel(MAX_NAMESPACES, _NAMESPACE)
+
+MetricT = TypeVar("MetricT", Counter, Gauge, Histogram)
+# Children by metric and label values, so that the hot path skips labels()' checks and lock. Bounded
+# like the series themselves: every label value comes from a closed or bounded set (see above).
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: MetricT, *values: str) -> MetricT:
+    """metric.labels(*values), remembered."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
 
 REQUESTS = Counter(
     "karta_admission_requests_total",

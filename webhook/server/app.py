@@ -51,13 +51,28 @@ class ServerState:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+    return Response(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _body() -> bytes:
+    """The request body, read once, straight from the server's input when its length is declared.
+
+    The API server always sends Content-Length; going around Werkzeug's stream wrappers saves a
+    tenth of a small review's time. Without a length, Werkzeug reads it within MAX_CONTENT_LENGTH.
+    """
+    length = request.content_length
+    if length is None:
+        return request.get_data(cache=False)
+    if length > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge()
+    data: bytes = request.environ["wsgi.input"].read(length)
+    return data
 
 
 def _read_review(path: str) -> Review | Response:
     """The request's AdmissionReview, or the 400/413 answer when there is none to answer."""
     try:
-        return parse_review(orjson.loads(request.get_data(cache=False)))
+        return parse_review(orjson.loads(_body()))
     except RequestEntityTooLarge:
         metrics.BAD_REQUESTS.labels(path, "413").inc()
         return _json({"error": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
@@ -152,8 +167,8 @@ def create_app(state: ServerState) -> Flask:
 def _record(path: str, review: Review, outcome: Outcome, elapsed: float, kinds: AbstractSet[str]) -> None:
     kind = metrics.closed(outcome.kind, kinds)
     operation = metrics.closed(outcome.operation, metrics.OPERATIONS)
-    metrics.REQUESTS.labels(path, kind, operation, outcome.verdict, outcome.mode).inc()
-    metrics.LATENCY.labels(path).observe(elapsed)
+    metrics.labelled(metrics.REQUESTS, path, kind, operation, outcome.verdict, outcome.mode).inc()
+    metrics.labelled(metrics.LATENCY, path).observe(elapsed)
     if outcome.violations:
         namespace = metrics.namespace_label(outcome.namespace)
         for (rule, severity), count in Counter((v.rule, str(v.severity)) for v in outcome.violations).items():
