@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 KARTA_API_VERSIONS = frozenset({"run.ai/v1alpha1", "optimization.nvidia.com/v1alpha1"})
@@ -205,7 +206,8 @@ class KartaDefinition:
         assert self.root.kind is not None
         return self.root.kind
 
-    @property
+    # Definitions never change once parsed; what reviews ask of their structure is computed once.
+    @cached_property
     def components(self) -> tuple[Component, ...]:
         return (self.root, *self.children)
 
@@ -227,11 +229,11 @@ class KartaDefinition:
             current = self.component(current.owner_ref)
             yield current
 
-    @property
+    @cached_property
     def leaves(self) -> tuple[Component, ...]:
         """Components with a pod definition, root first, then children in declared order."""
         return tuple(c for c in self.components if c.has_pod_definition)
 
-    @property
+    @cached_property
     def has_scale_definition(self) -> bool:
         return any(c.scale is not None for c in self.components)
