@@ -56,6 +56,7 @@ class Filter:
 
     stream: Stream
     single: Single | None = None
+    is_identity: bool = False  # `.`: a step on it applies to the input directly
 
 
 def compile_native(expression: str) -> Compiled | None:
@@ -70,12 +71,7 @@ def compile_native(expression: str) -> Compiled | None:
     except (_Unsupported, JqSyntaxError, RecursionError):
         return None
     stream = compiled.stream
-
-    def outputs(document: Any) -> Iterator[Any]:
-        for value in stream(document):
-            yield _as_printed(value)
-
-    return outputs
+    return lambda document: map(_as_printed, stream(document))
 
 
 class _Unsupported(Exception):
@@ -483,7 +479,7 @@ class _Compiler:
         if self.nodes > MAX_COMPILED_NODES:
             raise _Unsupported("too large")
         if isinstance(node, Identity):
-            return Filter(lambda x: (x,), lambda x: x)
+            return Filter(lambda x: (x,), lambda x: x, is_identity=True)
         if isinstance(node, Literal):
             value = node.value
             return Filter(lambda x: (value,), lambda x: value)
@@ -550,6 +546,8 @@ def _index(target: Filter, key: str | int, optional: bool) -> Filter:
                 yield result
 
         return Filter(each_opt)
+    if target.is_identity:
+        return _from_single(get)
     if target.single is not None:
         target_single = target.single
         return _from_single(lambda x: get(target_single(x)))
@@ -667,7 +665,7 @@ def _alternative(left: Filter, right: Filter) -> Filter:
 
         def first_defined(x: Any) -> Any:
             value = left_single(x)
-            return value if _truthy(value) else right_single(x)
+            return value if value is not None and value is not False else right_single(x)
 
         return _from_single(first_defined)
     left_stream, right_stream = left.stream, right.stream
@@ -739,7 +737,12 @@ def _unary(body: Filter, operation: Single) -> Filter:
 def _if(condition: Filter, then: Filter, otherwise: Filter) -> Filter:
     if condition.single is not None and then.single is not None and otherwise.single is not None:
         condition_single, then_single, otherwise_single = condition.single, then.single, otherwise.single
-        return _from_single(lambda x: then_single(x) if _truthy(condition_single(x)) else otherwise_single(x))
+
+        def branch_single(x: Any) -> Any:
+            value = condition_single(x)
+            return then_single(x) if value is not None and value is not False else otherwise_single(x)
+
+        return _from_single(branch_single)
     condition_stream, then_stream, otherwise_stream = condition.stream, then.stream, otherwise.stream
 
     def branch(x: Any) -> Iterator[Any]:
@@ -916,6 +919,9 @@ def _rank(value: Any) -> int:
 
 def compare(a: Any, b: Any) -> int:
     """jq's total order: null < false < true < numbers < strings < arrays < objects."""
+    kind = type(a)
+    if kind is type(b) and (kind is int or kind is str):
+        return int(a > b) - int(a < b)  # the common case, before ranking
     rank_a, rank_b = _rank(a), _rank(b)
     if rank_a != rank_b:
         return -1 if rank_a < rank_b else 1
@@ -1061,6 +1067,18 @@ def _comparison(operator: str) -> Callable[[Any, Any], bool]:
         ">=": lambda order: order >= 0,
     }
     test = tests[operator]
+    if operator in {"==", "!="}:
+        negated = operator == "!="
+
+        def equality(a: Any, b: Any) -> bool:
+            if a is None or b is None or a is True or a is False or b is True or b is False:
+                return (a is b) != negated  # singletons: equal only to themselves
+            kind = type(a)
+            if kind is type(b) and (kind is int or kind is str):
+                return (a == b) != negated
+            return test(compare(a, b))
+
+        return equality
     return lambda a, b: test(compare(a, b))
 
 
