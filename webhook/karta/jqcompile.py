@@ -1075,7 +1075,7 @@ def _comparison(operator: str) -> Callable[[Any, Any], bool]:
                 return (a is b) != negated  # singletons: equal only to themselves
             kind = type(a)
             if kind is type(b) and (kind is int or kind is str):
-                return (a == b) != negated
+                return bool(a == b) != negated
             return test(compare(a, b))
 
         return equality
