@@ -123,7 +123,8 @@ def test_sandbox_hides_the_environment_even_without_the_check() -> None:
 
 
 def test_computed_outputs_are_remembered_by_projected_input() -> None:
-    batch = PathBatch([".spec.groups[]? | (.r // 1)"])
+    # floor is outside jqcompile's subset: the path stays on libjq and its output cache.
+    batch = PathBatch([".spec.groups[]? | (.r // 1 | floor)"])
     first = {"spec": {"groups": [{"r": 2, "name": "a"}, {"name": "b"}]}}
     same_projection = {"spec": {"groups": [{"r": 2, "name": "x", "big": "y" * 500}, {"name": "z"}]}}
     assert batch.run(first)[0].values == (2, 1)

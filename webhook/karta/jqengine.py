@@ -1,8 +1,9 @@
 """Evaluation of Karta jq paths, the way Karta's gojq runner evaluates them.
 
 Feeding a document to libjq costs more than running the paths, so the paths of a definition are
-evaluated together against one document (PathBatch): plain field chains natively, the rest in a
-single libjq program. Conversions of the outputs follow Go's JSON decoding into Karta's field types.
+evaluated together against one document (PathBatch): plain field chains natively, the expressions in
+jqcompile's subset as compiled Python closures, the rest in a single libjq program. Conversions of
+the outputs follow Go's JSON decoding into Karta's field types.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import jq
 import orjson
 
-from webhook.karta import jqcheck, native
+from webhook.karta import jqcheck, jqcompile, native
 
 # Karta's runner fails a query once its result count reaches this number.
 MAX_RESULTS = 1000
@@ -125,15 +126,26 @@ class PathBatch:
     """A fixed list of jq paths evaluated against one document.
 
     Plain field chains and literals are evaluated natively (webhook.karta.native), with the location
-    of every output. The others are compiled into one libjq program, each wrapped in `try` so that
-    one failing path does not hide the others (Karta evaluates them one by one), and given only the
-    parts of the document they can reach; their outputs are computed values without locations.
+    of every output. Expressions in jqcompile's subset run as compiled closures over the decoded
+    document. The others are compiled into one libjq program, each wrapped in `try` so that one
+    failing path does not hide the others (Karta evaluates them one by one), and given only the
+    parts of the document they can reach. Outputs of both are computed values without locations.
     """
 
     def __init__(self, expressions: Sequence[str]) -> None:
         self.expressions = tuple(expressions)
         self._simple = [native.parse_simple(e) for e in self.expressions]
-        self._complex = [i for i, simple in enumerate(self._simple) if simple is None]
+        self._compiled = [
+            jqcompile.compile_native(e) if simple is None else None
+            for e, simple in zip(self.expressions, self._simple, strict=True)
+        ]
+        if any(c is not None for c in self._compiled):
+            # libjq still judges the syntax: the subset's parser is not meant to accept what it refuses.
+            compile_program(SANDBOX_PRELUDE + "[" + ", ".join(f"({e})" for e in self.compiled_expressions) + "]")
+        self._complex = [
+            i for i, (simple, compiled) in enumerate(zip(self._simple, self._compiled, strict=True))
+            if simple is None and compiled is None
+        ]  # fmt: skip
         reaches = [native.reach(self.expressions[i]) for i in self._complex]
         self._reaches = None if any(r is None for r in reaches) else [r for r in reaches if r is not None]
         self._program = None
@@ -146,7 +158,12 @@ class PathBatch:
 
     @property
     def needs_libjq(self) -> bool:
+        """Whether a review calls libjq (a compiled path may still, for a value outside its subset)."""
         return self._program is not None
+
+    @property
+    def compiled_expressions(self) -> list[str]:
+        return [e for e, c in zip(self.expressions, self._compiled, strict=True) if c is not None]
 
     def _evaluate(self, text: str) -> list[dict[str, Any]]:
         """The libjq program's output for an input text, memoised when the program is pure.
@@ -169,6 +186,9 @@ class PathBatch:
         for index, simple in enumerate(self._simple):
             if simple is not None:
                 outcomes[index] = _native_outcome(self.expressions[index], simple, document)
+        for index, compiled in enumerate(self._compiled):
+            if compiled is not None:
+                outcomes[index] = _compiled_outcome(self.expressions[index], compiled, document)
         if self._program is not None:
             visible = native.prune(document, self._reaches) if self._reaches is not None else document
             raw = self._evaluate(document_json(visible))
@@ -191,6 +211,26 @@ def _native_outcome(expression: str, simple: native.SimplePath, document: Any) -
     if len(values) >= MAX_RESULTS:
         return PathOutcome(error=f"query results exceed the allowed number {MAX_RESULTS}")
     return PathOutcome(values=tuple(values), locations=tuple(locations) if locations is not None else None)
+
+
+def _compiled_outcome(expression: str, outputs: jqcompile.Compiled, document: Any) -> PathOutcome:
+    try:
+        # Karta's runner stops at the cap: no more outputs are generated than it would take.
+        values = list(itertools.islice(outputs(document), MAX_RESULTS))
+    except native.NativeError as exc:
+        return PathOutcome(error=f"JQ execution error for expression '{expression}': {exc}")
+    except (jqcompile.NotNative, RecursionError):
+        return _libjq_outcome(expression, document)
+    if len(values) >= MAX_RESULTS:
+        return PathOutcome(error=f"query results exceed the allowed number {MAX_RESULTS}")
+    return PathOutcome(values=tuple(values))
+
+
+def _libjq_outcome(expression: str, document: Any) -> PathOutcome:
+    """One path through libjq, for the rare value a compiled path leaves to it."""
+    program = compile_program(SANDBOX_PRELUDE + "[" + _wrap(expression) + "]")
+    (item,) = json.loads(program.input_text(document_json(document)).text())
+    return _outcome(expression, item)
 
 
 def _outcome(expression: str, item: dict[str, Any]) -> PathOutcome:
