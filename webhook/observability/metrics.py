@@ -92,6 +92,7 @@ def labelled(metric: MetricT, *values: str) -> MetricT:
         child = _children[key] = metric.labels(*values)
     return child
 
+
 REQUESTS = Counter(
     "karta_admission_requests_total",
     "Admission reviews answered, by path, kind, operation, verdict and mode.",
