@@ -271,6 +271,15 @@ class TestUpdates:
         assert [v.severity for v in demote_existing(new, old)] == [Severity.DENY]
         assert [v.severity for v in demote_existing(untouched, old)] == [Severity.WARN]
 
+    def test_unchanged_object_with_several_findings_at_one_place_only_warns(self) -> None:
+        # numOfHosts -1: replicas, minReplicas and maxReplicas are all computed, negative, and all point
+        # at the group; the mildest of them used to hide the others from the old object's findings.
+        group = {"replicas": 3, "minReplicas": 3, "maxReplicas": 1, "numOfHosts": -1}
+        old = check(service([group]))
+        at_group = [v for v in old if v.rule == "non-negative-scale"]
+        assert len(at_group) >= 2 and len({v.path for v in at_group}) == 1, at_group
+        assert {v.severity for v in demote_existing(check(service([group])), old)} == {Severity.WARN}
+
 
 def test_every_rule_is_exercised_by_this_file() -> None:
     """KubeRay's own checks (webhook/policy/ray_*.py) are exercised by the ported KubeRay table instead."""

@@ -96,11 +96,15 @@ def demote_existing(new: Iterable[Violation], old: Iterable[Violation]) -> list[
     So an object admitted before this webhook (or before a rule) can still be edited, have its
     finalizers removed and be deleted, while a change that adds or worsens a problem is still refused.
     """
-    before = {v.key: v for v in old}
+    # Several findings of one rule can point at one place (an instance whose replicas and minReplicas
+    # are both computed and both wrong): a new one is old when any of them was at least as bad.
+    before: dict[tuple[str, str], list[Violation]] = {}
+    for violation in old:
+        before.setdefault(violation.key, []).append(violation)
     result = []
     for violation in new:
-        previous = before.get(violation.key)
-        if violation.severity is Severity.DENY and previous is not None and _not_worse(violation, previous):
+        previous = before.get(violation.key, ())
+        if violation.severity is Severity.DENY and any(_not_worse(violation, p) for p in previous):
             result.append(
                 replace(
                     violation,
