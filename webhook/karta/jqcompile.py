@@ -1,10 +1,12 @@
 """A compiler from a subset of jq to Python closures, for the computed paths of Karta definitions.
 
 libjq has to parse the JSON text of its input for every call (about 50 µs per KB), while a compiled
-path walks the dict the webhook already decoded. The subset is what definitions use: field, index and
-iteration steps with `?`, literals, array construction, `|`, `,`, `//`, `and`/`or`, comparisons,
-arithmetic, unary minus, `if`, `try` without `catch`, `def` with filter parameters (no recursion) and
-a few builtins. Anything else compiles to None and stays on libjq.
+path walks the dict the webhook already decoded. webhook.karta.jqparse parses the expression and
+inlines its `def`s; this module compiles the resulting tree (webhook.vap.jq translates the same tree
+to CEL). The subset is what definitions use: field, index and iteration steps with `?`, literals,
+array construction, `|`, `,`, `//`, `and`/`or`, comparisons, arithmetic, unary minus, `if`, `try`
+without `catch`, `def` with filter parameters (no recursion) and a few builtins. Anything else
+(refused by jqparse, or a builtin not compiled here) compiles to None and stays on libjq.
 
 Semantics follow the libjq the webhook links (the oracle of tests/unit/test_jqcompile.py): jq values
 are generators, binary operators loop over the right operand's outputs outside the left's, `//`
