@@ -41,16 +41,20 @@ def parse(expression: str) -> Node:
 
 @dataclass(frozen=True)
 class Identity:
-    pass
+    """`.`"""
 
 
 @dataclass(frozen=True)
 class Literal:
+    """null, a boolean, a number or a string"""
+
     value: Any
 
 
 @dataclass(frozen=True)
 class IndexStep:
+    """`.a`, `."a"`, `.["a"]`, `.[0]` after target; optional: a `?` right after the step"""
+
     target: Node
     key: str | int
     optional: bool
@@ -58,12 +62,16 @@ class IndexStep:
 
 @dataclass(frozen=True)
 class IterateStep:
+    """`.[]` after target; optional: `.[]?`"""
+
     target: Node
     optional: bool
 
 
 @dataclass(frozen=True)
 class Try:
+    """`try body` (without `catch`), or `body?` where the `?` does not belong to a step"""
+
     body: Node
 
 
@@ -76,6 +84,8 @@ class Binary:
 
 @dataclass(frozen=True)
 class Negate:
+    """unary minus"""
+
     body: Node
 
 
@@ -88,17 +98,23 @@ class If:
 
 @dataclass(frozen=True)
 class ArrayOf:
+    """`[body]`; `[]` has no body"""
+
     body: Node | None
 
 
 @dataclass(frozen=True)
 class Call:
+    """a builtin or a user function (until `inline`), or a filter parameter"""
+
     name: str
     args: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class FuncDef:
+    """`def name(params): body; rest`"""
+
     name: str
     params: tuple[str, ...]
     body: Node
