@@ -1,10 +1,12 @@
 """A compiler from a subset of jq to Python closures, for the computed paths of Karta definitions.
 
 libjq has to parse the JSON text of its input for every call (about 50 µs per KB), while a compiled
-path walks the dict the webhook already decoded. The subset is what definitions use: field, index and
-iteration steps with `?`, literals, array construction, `|`, `,`, `//`, `and`/`or`, comparisons,
-arithmetic, unary minus, `if`, `try` without `catch`, `def` with filter parameters (no recursion) and
-a few builtins. Anything else compiles to None and stays on libjq.
+path walks the dict the webhook already decoded. webhook.karta.jqparse parses the expression and
+inlines its `def`s; this module compiles the resulting tree (webhook.vap.jq translates the same tree
+to CEL). The subset is what definitions use: field, index and iteration steps with `?`, literals,
+array construction, `|`, `,`, `//`, `and`/`or`, comparisons, arithmetic, unary minus, `if`, `try`
+without `catch`, `def` with filter parameters (no recursion) and a few builtins. Anything else
+(refused by jqparse, or a builtin not compiled here) compiles to None and stays on libjq.
 
 Semantics follow the libjq the webhook links (the oracle of tests/unit/test_jqcompile.py): jq values
 are generators, binary operators loop over the right operand's outputs outside the left's, `//`
@@ -19,11 +21,27 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.karta.jqcheck import JqSyntaxError, Token, tokenize
+from webhook.karta.jqparse import (
+    COMPARISONS,
+    ArrayOf,
+    Binary,
+    Call,
+    Identity,
+    If,
+    IndexStep,
+    IterateStep,
+    JqUnsupported,
+    Literal,
+    Negate,
+    Node,
+    Try,
+    inline,
+    parse,
+)
 from webhook.karta.native import NativeError, json_type_name
 
 SAFE_INTEGER = 2**53
@@ -31,8 +49,6 @@ SAFE_INTEGER = 2**53
 PRINTED_AS_INTEGER = 10**17
 # A string repetition longer than this is left to libjq rather than built here.
 MAX_REPEAT_LENGTH = 1 << 20
-# Inlining function bodies multiplies nodes; a program past this size is not worth compiling.
-MAX_COMPILED_NODES = 4000
 
 
 class NotNative(Exception):
@@ -65,463 +81,58 @@ def compile_native(expression: str) -> Compiled | None:
     The generator raises NativeError where jq raises an error and NotNative where libjq must decide.
     """
     try:
-        tokens = tokenize(expression)
-        node = _Parser(tokens).parse_program()
-        compiled = _Compiler().compile(node, _Scope())
-    except (_Unsupported, JqSyntaxError, RecursionError):
+        compiled = _Compiler().compile(inline(parse(expression), _check_builtin))
+    except (JqUnsupported, _Unsupported, RecursionError):
         return None
     stream = compiled.stream
     return lambda document: map(_as_printed, stream(document))
 
 
 class _Unsupported(Exception):
-    """Outside the compiled subset (or not a program this parser reads the way jq does)."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Syntax tree
-
-
-@dataclass(frozen=True)
-class Identity:
-    pass
-
-
-@dataclass(frozen=True)
-class Literal:
-    value: Any
-
-
-@dataclass(frozen=True)
-class IndexStep:
-    target: Node
-    key: str | int
-    optional: bool
-
-
-@dataclass(frozen=True)
-class IterateStep:
-    target: Node
-    optional: bool
-
-
-@dataclass(frozen=True)
-class Try:
-    body: Node
-
-
-@dataclass(frozen=True)
-class Binary:
-    operator: str  # "|", ",", "//", "and", "or", comparisons, arithmetic
-    left: Node
-    right: Node
-
-
-@dataclass(frozen=True)
-class Negate:
-    body: Node
-
-
-@dataclass(frozen=True)
-class If:
-    condition: Node
-    then: Node
-    otherwise: Node  # Identity when `else` is left out
-
-
-@dataclass(frozen=True)
-class ArrayOf:
-    body: Node | None
-
-
-@dataclass(frozen=True)
-class Call:
-    name: str
-    args: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class FuncDef:
-    name: str
-    params: tuple[str, ...]
-    body: Node
-    rest: Node
-
-
-Node = Identity | Literal | IndexStep | IterateStep | Try | Binary | Negate | If | ArrayOf | Call | FuncDef
-
-COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
-_TERM_ENDS = frozenset({"then", "elif", "else", "end", "and", "or", "as", "catch"})
-
-
-# ---------------------------------------------------------------------------------------------------
-# Parser: jq's grammar, by precedence from loosest: def, |, ",", // (right), or, and, comparisons
-# (non-associative), + -, * / %, unary minus, postfix terms.
-
-
-class _Parser:
-    def __init__(self, tokens: Sequence[Token]) -> None:
-        self.tokens = tokens
-        self.position = 0
-
-    def parse_program(self) -> Node:
-        node = self.parse_pipe()
-        if self.position != len(self.tokens):
-            raise _Unsupported(f"unexpected {self.peek_text()!r}")
-        return node
-
-    def peek(self, offset: int = 0) -> Token | None:
-        index = self.position + offset
-        return self.tokens[index] if index < len(self.tokens) else None
-
-    def peek_text(self, offset: int = 0) -> str | None:
-        token = self.peek(offset)
-        return token.text if token is not None and token.kind in {"op", "ident"} else None
-
-    def take(self) -> Token:
-        token = self.peek()
-        if token is None:
-            raise _Unsupported("unexpected end")
-        self.position += 1
-        return token
-
-    def expect(self, text: str) -> None:
-        if self.peek_text() != text:
-            raise _Unsupported(f"expected {text!r}")
-        self.position += 1
-
-    def parse_pipe(self) -> Node:
-        if self.peek_text() == "def":
-            return self.parse_def()
-        left = self.parse_comma()
-        if self.peek_text() == "|":
-            self.position += 1
-            return Binary("|", left, self.parse_pipe())
-        return left
-
-    def parse_def(self) -> Node:
-        self.expect("def")
-        name = self.take()
-        if name.kind != "ident" or "::" in name.text:
-            raise _Unsupported("definition name")
-        params: list[str] = []
-        if self.peek_text() == "(":
-            self.position += 1
-            while True:
-                param = self.take()
-                if param.kind != "ident":
-                    raise _Unsupported("only filter parameters")  # `$x` parameters bind variables
-                params.append(param.text)
-                if self.peek_text() == ";":
-                    self.position += 1
-                    continue
-                self.expect(")")
-                break
-        self.expect(":")
-        body = self.parse_pipe()
-        self.expect(";")
-        return FuncDef(name.text, tuple(params), body, self.parse_pipe())
-
-    def parse_comma(self) -> Node:
-        left = self.parse_alternative()
-        while self.peek_text() == ",":
-            self.position += 1
-            left = Binary(",", left, self.parse_alternative())
-        return left
-
-    def parse_alternative(self) -> Node:
-        left = self.parse_or()
-        if self.peek_text() == "//":
-            self.position += 1
-            return Binary("//", left, self.parse_alternative())
-        return left
-
-    def parse_or(self) -> Node:
-        left = self.parse_and()
-        while self.peek_text() == "or":
-            self.position += 1
-            left = Binary("or", left, self.parse_and())
-        return left
-
-    def parse_and(self) -> Node:
-        left = self.parse_comparison()
-        while self.peek_text() == "and":
-            self.position += 1
-            left = Binary("and", left, self.parse_comparison())
-        return left
-
-    def parse_comparison(self) -> Node:
-        left = self.parse_additive()
-        operator = self.peek_text()
-        if operator in COMPARISONS:
-            self.position += 1
-            left = Binary(operator, left, self.parse_additive())
-            if self.peek_text() in COMPARISONS:
-                raise _Unsupported("comparisons do not chain")
-        return left
-
-    def parse_additive(self) -> Node:
-        left = self.parse_multiplicative()
-        while (operator := self.peek_text()) in {"+", "-"}:
-            assert operator is not None
-            self.position += 1
-            left = Binary(operator, left, self.parse_multiplicative())
-        return left
-
-    def parse_multiplicative(self) -> Node:
-        left = self.parse_unary()
-        while (operator := self.peek_text()) in {"*", "/", "%"}:
-            assert operator is not None
-            self.position += 1
-            left = Binary(operator, left, self.parse_unary())
-        return left
-
-    def parse_unary(self) -> Node:
-        if self.peek_text() == "-":
-            # jq's `'-' Exp` has the precedence of binary minus: it takes in `*`, `/` and `%`.
-            self.position += 1
-            return Negate(self.parse_multiplicative())
-        return self.parse_postfix(self.parse_term())
-
-    def parse_term(self) -> Node:
-        token = self.take()
-        if token.kind == "num":
-            return Literal(_number_literal(token.text))
-        if token.kind == "str":
-            return Literal(_string_literal(token.text))
-        if token.kind == "field":
-            return self.optional_step(IndexStep(Identity(), token.text, optional=False))
-        if token.kind == "op":
-            return self.parse_operator_term(token.text)
-        if token.kind == "ident":
-            return self.parse_word(token.text)
-        raise _Unsupported(token.kind)  # variables, formats, `..`
-
-    def parse_operator_term(self, text: str) -> Node:
-        if text == ".":
-            following = self.peek()
-            if following is not None and (following.kind == "str" or following.text == "["):
-                return self.parse_dot_suffix(Identity())
-            return Identity()
-        if text == "(":
-            inner = self.parse_pipe()
-            self.expect(")")
-            return inner
-        if text == "[":
-            if self.peek_text() == "]":
-                self.position += 1
-                return ArrayOf(None)
-            inner = self.parse_pipe()
-            self.expect("]")
-            return ArrayOf(inner)
-        raise _Unsupported(text)  # object construction, `?//` and the rest
-
-    def parse_word(self, word: str) -> Node:
-        if word in {"true", "false", "null"}:
-            return Literal({"true": True, "false": False, "null": None}[word])
-        if word == "if":
-            return self.parse_if()
-        if word == "try":
-            # `try` binds tighter than any operator: its body is one postfix term.
-            if self.peek_text() == "-":
-                raise _Unsupported("try -")
-            body = self.parse_postfix(self.parse_term())
-            if self.peek_text() == "catch":
-                raise _Unsupported("catch")
-            return Try(body)
-        if word in _TERM_ENDS or word in {"def", "reduce", "foreach", "label", "import", "include", "__loc__"}:
-            raise _Unsupported(word)
-        if "::" in word:
-            raise _Unsupported("module function")
-        args: list[Node] = []
-        if self.peek_text() == "(":
-            self.position += 1
-            args.append(self.parse_pipe())
-            while self.peek_text() == ";":
-                self.position += 1
-                args.append(self.parse_pipe())
-            self.expect(")")
-        return Call(word, tuple(args))
-
-    def parse_if(self) -> Node:
-        condition = self.parse_pipe()
-        self.expect("then")
-        then = self.parse_pipe()
-        word = self.peek_text()
-        if word == "elif":
-            self.position += 1
-            return If(condition, then, self.parse_if())
-        otherwise: Node = Identity()
-        if word == "else":
-            self.position += 1
-            otherwise = self.parse_pipe()
-        self.expect("end")
-        return If(condition, then, otherwise)
-
-    def parse_postfix(self, node: Node) -> Node:
-        while True:
-            token = self.peek()
-            if token is None:
-                return node
-            if token.kind == "field":
-                self.position += 1
-                node = self.optional_step(IndexStep(node, token.text, optional=False))
-            elif token.kind == "op" and token.text == "." and self.peek(1) is not None:
-                following = self.peek(1)
-                assert following is not None
-                if following.kind != "str" and following.text != "[":
-                    return node
-                self.position += 1
-                node = self.parse_dot_suffix(node)
-            elif token.kind == "op" and token.text == "[":
-                node = self.parse_bracket(node)
-            elif token.kind == "op" and token.text == "?":
-                self.position += 1
-                node = Try(node)
-            else:
-                return node
-
-    def parse_dot_suffix(self, node: Node) -> Node:
-        """After a `.`: `"name"` or a bracket step."""
-        token = self.peek()
-        assert token is not None
-        if token.kind == "str":
-            self.position += 1
-            return self.optional_step(IndexStep(node, _string_literal(token.text), optional=False))
-        return self.parse_bracket(node)
-
-    def parse_bracket(self, node: Node) -> Node:
-        self.expect("[")
-        if self.peek_text() == "]":
-            self.position += 1
-            return self.optional_step(IterateStep(node, optional=False))
-        negative = self.peek_text() == "-"
-        if negative:
-            self.position += 1
-        key_token = self.take()
-        self.expect("]")
-        if key_token.kind == "str" and not negative:
-            key: str | int = _string_literal(key_token.text)
-        elif key_token.kind == "num" and key_token.text.isdigit():
-            key = -int(key_token.text) if negative else int(key_token.text)
-        else:
-            raise _Unsupported("index by expression, fraction or slice")
-        return self.optional_step(IndexStep(node, key, optional=False))
-
-    def optional_step(self, step: IndexStep | IterateStep) -> Node:
-        """A `?` right after a step makes that step alone optional (libjq's INDEX_OPT / EACH_OPT)."""
-        if self.peek_text() != "?":
-            return step
-        self.position += 1
-        if isinstance(step, IndexStep):
-            return IndexStep(step.target, step.key, optional=True)
-        return IterateStep(step.target, optional=True)
-
-
-def _number_literal(text: str) -> int | float:
-    if text.isdigit():
-        if len(text) > 1 and text.startswith("0"):
-            raise _Unsupported("leading zero")
-        return int(text)
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Unsupported("number out of range")
-    return value
-
-
-def _string_literal(text: str) -> str:
-    # Valid JSON is a jq string without interpolation (jq's escapes are JSON's).
-    try:
-        value = json.loads(text)
-        value.encode("utf-8")  # a lone surrogate escape: libjq replaces it, leave that to libjq
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise _Unsupported("string") from exc
-    if not isinstance(value, str):
-        raise _Unsupported("string")
-    return value
+    """A builtin outside the compiled subset (jqparse refuses the rest of what is not compiled)."""
 
 
 # ---------------------------------------------------------------------------------------------------
 # Compiler
 
 
-@dataclass(frozen=True)
-class _Definition:
-    params: tuple[str, ...]
-    body: Node
-    scope: _Scope
-    key: tuple[str, int]
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """Lexical scope: user functions by (name, arity) and bound filter parameters, innermost first."""
-
-    definitions: tuple[tuple[tuple[str, int], _Definition | Filter], ...] = ()
-
-    def lookup(self, key: tuple[str, int]) -> _Definition | Filter | None:
-        for name, found in reversed(self.definitions):
-            if name == key:
-                return found
-        return None
-
-    def with_entry(self, key: tuple[str, int], entry: _Definition | Filter) -> _Scope:
-        return _Scope((*self.definitions, (key, entry)))
-
-
 @dataclass
 class _Compiler:
-    nodes: int = 0
-    expanding: list[_Definition] = field(default_factory=list)
+    """A def-free tree (jqparse.inline) to Filters. Inlining shares an argument's subtree among the
+    uses of its parameter: each node object compiles once, as a bound parameter did before inlining."""
 
-    def compile(self, node: Node, scope: _Scope) -> Filter:
-        self.nodes += 1
-        if self.nodes > MAX_COMPILED_NODES:
-            raise _Unsupported("too large")
+    filters: dict[int, Filter] = field(default_factory=dict)  # by id() of nodes the tree keeps alive
+
+    def compile(self, node: Node) -> Filter:
+        # One method (no helper per node) keeps the Python stack as deep as the tree, no deeper.
+        compiled = self.filters.get(id(node))
+        if compiled is not None:
+            return compiled
         if isinstance(node, Identity):
-            return Filter(lambda x: (x,), lambda x: x, is_identity=True)
-        if isinstance(node, Literal):
+            compiled = Filter(lambda x: (x,), lambda x: x, is_identity=True)
+        elif isinstance(node, Literal):
             value = node.value
-            return Filter(lambda x: (value,), lambda x: value)
-        if isinstance(node, IndexStep):
-            return _index(self.compile(node.target, scope), node.key, node.optional)
-        if isinstance(node, IterateStep):
-            return _iterate(self.compile(node.target, scope), node.optional)
-        if isinstance(node, Try):
-            return _try(self.compile(node.body, scope))
-        if isinstance(node, Binary):
-            return _binary(node.operator, self.compile(node.left, scope), self.compile(node.right, scope))
-        if isinstance(node, Negate):
-            return _unary(self.compile(node.body, scope), _negate)
-        if isinstance(node, If):
-            return _if(*(self.compile(n, scope) for n in (node.condition, node.then, node.otherwise)))
-        if isinstance(node, ArrayOf):
-            return _array(self.compile(node.body, scope) if node.body is not None else None)
-        if isinstance(node, FuncDef):
-            key = (node.name, len(node.params))
-            definition = _Definition(node.params, node.body, scope, key)
-            # The function sees itself (a recursive call must not fall through to a builtin).
-            return self.compile(node.rest, scope.with_entry(key, definition))
-        return self.compile_call(node, scope)
-
-    def compile_call(self, node: Call, scope: _Scope) -> Filter:
-        key = (node.name, len(node.args))
-        found = scope.lookup(key)
-        if isinstance(found, Filter):
-            return found
-        args = [self.compile(a, scope) for a in node.args]
-        if found is None:
-            return _builtin(node.name, args)
-        if any(d is found for d in self.expanding):
-            raise _Unsupported("recursion")
-        body_scope = found.scope.with_entry(found.key, found)
-        for param, arg in zip(found.params, args, strict=True):
-            body_scope = body_scope.with_entry((param, 0), arg)
-        self.expanding.append(found)
-        try:
-            return self.compile(found.body, body_scope)
-        finally:
-            self.expanding.pop()
+            compiled = Filter(lambda x: (value,), lambda x: value)
+        elif isinstance(node, IndexStep):
+            compiled = _index(self.compile(node.target), node.key, node.optional)
+        elif isinstance(node, IterateStep):
+            compiled = _iterate(self.compile(node.target), node.optional)
+        elif isinstance(node, Try):
+            compiled = _try(self.compile(node.body))
+        elif isinstance(node, Binary):
+            compiled = _binary(node.operator, self.compile(node.left), self.compile(node.right))
+        elif isinstance(node, Negate):
+            compiled = _unary(self.compile(node.body), _negate)
+        elif isinstance(node, If):
+            compiled = _if(*(self.compile(n) for n in (node.condition, node.then, node.otherwise)))
+        elif isinstance(node, ArrayOf):
+            compiled = _array(self.compile(node.body) if node.body is not None else None)
+        elif isinstance(node, Call):
+            compiled = _builtin(node.name, [self.compile(a) for a in node.args])
+        else:
+            raise AssertionError(f"{type(node).__name__} left after inlining")
+        self.filters[id(node)] = compiled
+        return compiled
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -763,18 +374,17 @@ def _array(body: Filter | None) -> Filter:
 # Builtins
 
 
+def _check_builtin(call: Call) -> None:
+    """Refuses, at inlining, the builtins _builtin does not compile."""
+    key = (call.name, len(call.args))
+    if key not in _FILTER_FUNCTIONS and (call.args or call.name not in _VALUE_FUNCTIONS):
+        raise _Unsupported(f"{call.name}/{len(call.args)}")
+
+
 def _builtin(name: str, args: list[Filter]) -> Filter:
     if not args and name in _VALUE_FUNCTIONS:
         return _from_single(_VALUE_FUNCTIONS[name])
-    if (name, len(args)) == ("empty", 0):
-        return Filter(lambda x: ())
-    if (name, len(args)) == ("error", 0):
-        return _from_single(_raise_error)
-    if (name, len(args)) == ("error", 1):
-        return _error_with(args[0])
-    if (name, len(args)) == ("select", 1):
-        return _select(args[0])
-    raise _Unsupported(f"{name}/{len(args)}")
+    return _FILTER_FUNCTIONS[name, len(args)](*args)
 
 
 def _raise_error(value: Any) -> Any:
@@ -801,6 +411,15 @@ def _select(condition: Filter) -> Filter:
                 yield x
 
     return Filter(select)
+
+
+# The builtins of filters, by (name, arity); those of the input value alone are _VALUE_FUNCTIONS.
+_FILTER_FUNCTIONS: dict[tuple[str, int], Callable[..., Filter]] = {
+    ("empty", 0): lambda: Filter(lambda x: ()),
+    ("error", 0): lambda: _from_single(_raise_error),
+    ("error", 1): _error_with,
+    ("select", 1): _select,
+}
 
 
 def _not(value: Any) -> bool:
