@@ -7,8 +7,8 @@ a literal, a scalar expression over the object, or the per-element form `.a.b[]?
 `.a.b[]?.c`) that yields one output per element of one list. Its *meaning*, as two CEL expressions
 over the CEL value of jq's input `.`: `value` (what jq outputs) and `ok` (jq does not stop with an
 error). `value` is only meaningful where `ok` holds, so it carries no checks of its own. Translated:
-field access (`.a`, `.["a"]`), literals (negative numbers too), `//` (which in jq also swallows an
-error on its left), `==`/`!=`, `and`/`or`/`not`, `+ - *` on numbers, `if/elif/else/end`, pipes, array
+field access (`.a`, `.["a"]`), literals (negative numbers too), `//` (an error on its left is the
+whole path's error, in gojq as in libjq), `==`/`!=`, `and`/`or`/`not`, `+ - *` on numbers, `if/elif/else/end`, pipes, array
 literals piped into `min`/`max`, and non-recursive `def`s. Anything else raises Untranslatable, what
 jqparse refuses included: the compiler then lists what depends on the path as not covered.
 """
@@ -289,14 +289,12 @@ def _binary(node: Binary, given: str, given_is_map: bool) -> Meaning:
     left = translate(node.left, given, given_is_map=given_is_map)
     right = translate(node.right, given, given_is_map=given_is_map)
     if node.operator == "//":
-        # jq's alternative: the left output unless it is false or null; an error on the left is
-        # swallowed too (libjq backtracks out of it), so the right is used then as well. The left value
-        # is bound once (as null where it fails) instead of being repeated.
+        # jq's alternative: the left output unless it is false or null. An error on the left is the
+        # whole expression's error: gojq (Karta's runner) and libjq pass it on; only `?` would swallow
+        # it. The left value is bound once (as null where it fails) instead of being repeated.
         held = f"[{left.value if left.ok == TRUE else f'({left.ok} ? {left.value} : null)'}]"
-        return Meaning(
-            f"{held}.map(l, {cel.truthy('l')} ? l : {right.value})[0]",
-            f"{held}.all(l, {cel.truthy('l')} || {right.ok})" if right.ok != TRUE else TRUE,
-        )
+        right_ok = f"{held}.all(l, {cel.truthy('l')} || {right.ok})" if right.ok != TRUE else TRUE
+        return Meaning(f"{held}.map(l, {cel.truthy('l')} ? l : {right.value})[0]", cel.all_of(left.ok, right_ok))
     ok = cel.all_of(left.ok, right.ok)
     if node.operator in {"==", "!="}:
         return Meaning(f"(dyn({left.value}) {node.operator} dyn({right.value}))", ok, True)
