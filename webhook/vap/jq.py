@@ -8,9 +8,10 @@ a literal, a scalar expression over the object, or the per-element form `.a.b[]?
 over the CEL value of jq's input `.`: `value` (what jq outputs) and `ok` (jq does not stop with an
 error). `value` is only meaningful where `ok` holds, so it carries no checks of its own. Translated:
 field access (`.a`, `.["a"]`), literals (negative numbers too), `//` (an error on its left is the
-whole path's error, in gojq as in libjq), `==`/`!=`, `and`/`or`/`not`, `+ - *` on numbers, `if/elif/else/end`, pipes, array
-literals piped into `min`/`max`, and non-recursive `def`s. Anything else raises Untranslatable, what
-jqparse refuses included: the compiler then lists what depends on the path as not covered.
+whole path's error, in gojq as in libjq), `==`/`!=`, `and`/`or`/`not`, `+ - *` on numbers,
+`if/elif/else/end`, pipes, array literals piped into `min`/`max`, and non-recursive `def`s. Anything
+else raises Untranslatable, what jqparse refuses included: the compiler then lists what depends on the
+path as not covered.
 """
 
 from __future__ import annotations
