@@ -13,6 +13,7 @@ BENCH_CONNECTIONS (default 16).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ from tests.e2e.tls_helpers import run_hey as hey
 from tests.reviews import review
 from webhook.admission import Admission, parse_review
 from webhook.certs import make_bundle, write_bundle
+from webhook.cli.serve import YOUNG_GENERATION_THRESHOLD
 from webhook.config import parse_config
 from webhook.karta import jqengine
 from webhook.karta.registry import DefinitionSet
@@ -179,6 +181,10 @@ def in_process_scaling(*, remembered: bool) -> list[tuple[int, float]]:
     """
     jqengine.OUTPUT_CACHE_ENTRIES = DEFAULT_CACHE_ENTRIES if remembered else 0
     admission = Admission.for_config(parse_config({}, "bench"), DefinitionSet.builtin())
+    # The collector as a server worker runs it (webhook.cli.serve): long-lived objects frozen, the
+    # young generation collected every YOUNG_GENERATION_THRESHOLD allocations.
+    gc.freeze()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
     points = []
     for groups in (1, 10, 50, 100, 200):
         body = orjson.dumps(review(rayservice(groups)))
