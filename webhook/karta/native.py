@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +65,11 @@ class SimplePath:
         """The outputs and, for a path, where each came from (as jq's path() would give them)."""
         if self.is_literal:
             return [self.literal], None
-        items: list[tuple[Any, Location]] = [(document, ())]
+        values: list[Any] = [document]
+        locations: list[Location] = [()]
         for step in self.steps:
-            items = list(_apply(step, items))
-        return [v for v, _ in items], [p for _, p in items]
+            values, locations = _apply(step, values, locations)
+        return values, locations
 
 
 def parse_simple(expression: str) -> SimplePath | None:
@@ -114,32 +115,54 @@ def json_type_name(value: Any) -> str:
     return "object"
 
 
-def _apply(step: Step, items: list[tuple[Any, Location]]) -> Iterator[tuple[Any, Location]]:
-    for value, location in items:
-        if isinstance(step, Field):
-            if value is None:
-                yield None, (*location, step.name)
-            elif isinstance(value, dict):
-                yield value.get(step.name), (*location, step.name)
-            else:
-                raise NativeError(f'Cannot index {json_type_name(value)} with "{step.name}"')
-        elif isinstance(step, Index):
-            if value is None:
-                yield None, (*location, step.position)
-            elif isinstance(value, list):
-                inside = -len(value) <= step.position < len(value)
-                yield (value[step.position] if inside else None), (*location, step.position)
-            else:
-                raise NativeError(f"Cannot index {json_type_name(value)} with number")
-        elif isinstance(value, list):
-            for index, element in enumerate(value):
-                yield element, (*location, index)
+def _apply(step: Step, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
+    """One step over every current output: a loop per kind of step, not a generator per value."""
+    if isinstance(step, Field):
+        return _field(step.name, values, locations)
+    if isinstance(step, Index):
+        return _index(step.position, values, locations)
+    return _iterate(step.optional, values, locations)
+
+
+def _field(name: str, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
+    found = []
+    for value in values:
+        if isinstance(value, dict):
+            found.append(value.get(name))
+        elif value is None:
+            found.append(None)
+        else:
+            raise NativeError(f'Cannot index {json_type_name(value)} with "{name}"')
+    return found, [(*location, name) for location in locations]
+
+
+def _index(position: int, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
+    found = []
+    for value in values:
+        if isinstance(value, list):
+            found.append(value[position] if -len(value) <= position < len(value) else None)
+        elif value is None:
+            found.append(None)
+        else:
+            raise NativeError(f"Cannot index {json_type_name(value)} with number")
+    return found, [(*location, position) for location in locations]
+
+
+def _iterate(optional: bool, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
+    found: list[Any] = []
+    where: list[Location] = []
+    for value, location in zip(values, locations, strict=True):
+        if isinstance(value, list):
+            found.extend(value)
+            where.extend((*location, index) for index in range(len(value)))
         elif isinstance(value, dict):
             # gojq iterates object values in sorted key order.
             for key in sorted(value):
-                yield value[key], (*location, key)
-        elif not step.optional:
+                found.append(value[key])
+                where.append((*location, key))
+        elif not optional:
             raise NativeError(f"Cannot iterate over {json_type_name(value)}")
+    return found, where
 
 
 @dataclass(frozen=True)
