@@ -100,18 +100,18 @@ def ray_resources_conflict(ctx: RuleContext) -> Iterator[Finding]:
     if found is None:
         return
     path, spec = found
-    groups: list[tuple[PathParts, str, Any]] = [((*path, "headGroupSpec"), "head group", spec.get("headGroupSpec"))]
+    groups: list[tuple[PathParts, Any]] = [((*path, "headGroupSpec"), spec.get("headGroupSpec"))]
     workers = spec.get("workerGroupSpecs")
     for index, group in enumerate(workers if isinstance(workers, list) else []):
-        label = f"worker group {group.get('groupName')!r}" if isinstance(group, dict) else f"worker group {index}"
-        groups.append(((*path, "workerGroupSpecs", index), label, group))
-    for location, label, group in groups:
+        groups.append(((*path, "workerGroupSpecs", index), group))
+    for location, group in groups:
         if not isinstance(group, dict):
             continue
         params = group.get("rayStartParams")
         resources = group.get("resources")
         clashing = sorted(k for k in params if k in _RESOURCE_PARAMS) if isinstance(params, dict) else []
         if clashing and isinstance(resources, dict) and resources:
+            label = "head group" if location[-1] == "headGroupSpec" else f"worker group {group.get('groupName')!r}"
             yield Finding(
                 (*location, "resources"),
                 f"{label}: resources is set together with rayStartParams {', '.join(clashing)}; "

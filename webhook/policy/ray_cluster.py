@@ -86,7 +86,7 @@ def ray_group_name_pod_name(ctx: RuleContext) -> Iterator[Finding]:
         return
     for group in cluster.workers():
         name = group.name or ""
-        bad = sorted(set(_POD_NAME_CHARS.sub("", name.lower())))
+        bad = sorted(set(_POD_NAME_CHARS.sub("", name.lower()))) if _POD_NAME_CHARS.sub("", name) else []
         if bad:
             yield Finding(
                 (*group.path, "groupName"),
