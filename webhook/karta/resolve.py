@@ -467,6 +467,10 @@ def _instance_location(id_location: PathParts | None, spec_location: PathParts |
     if not multi:
         return None
     if id_location is not None and spec_location is not None:
+        # Usually the id is a field of the element the template is in: the prefix is the id's parent.
+        parent = id_location[:-1]
+        if spec_location[: len(parent)] == parent and spec_location[len(parent) : len(id_location)] != id_location[-1:]:
+            return parent
         shared = 0
         for a, b in zip(id_location, spec_location, strict=False):
             if a != b:
