@@ -37,7 +37,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook import certs
 
-from . import crd120
+from . import crd120, objects
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = ROOT / ".tools" / "bin"
@@ -212,6 +212,11 @@ class CommandResult:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+    @property
+    def outcome(self) -> tuple[int, str]:
+        """(exit code, stdout and stderr together): what most tests assert on."""
+        return self.returncode, self.output
 
 
 @dataclass
@@ -448,6 +453,10 @@ class LocalAPIServer:
         )  # fmt: skip
         return CommandResult(process.returncode, process.stdout, process.stderr)
 
+    def apply(self, *documents: Mapping[str, Any], extra: tuple[str, ...] = ()) -> CommandResult:
+        """`kubectl apply` of the documents as YAML on stdin, as a user sends them."""
+        return self.kubectl("apply", *extra, "-f", "-", stdin=objects.to_yaml(*documents))
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -460,9 +469,9 @@ class LocalAPIServer:
 
     # --- objects ---
 
-    def apply_objects(self, objects: Sequence[Mapping[str, Any]]) -> None:
+    def apply_objects(self, manifests: Sequence[Mapping[str, Any]]) -> None:
         """Create each object (or replace it when it exists), through the dynamic REST paths."""
-        for obj in objects:
+        for obj in manifests:
             path = self.object_path(obj)
             try:
                 self.request("POST", path.rsplit("/", 1)[0], obj)

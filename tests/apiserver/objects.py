@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -91,5 +92,11 @@ def plain_pod(name: str, namespace: str, labels: dict[str, str] | None = None) -
             "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}  # fmt: skip
 
 
-def to_yaml(*documents: dict[str, Any]) -> str:
+# The namespace label that picks a namespace's validation mode (the chart's per-namespace webhooks).
+MODE_LABEL = "karta-admission.io/mode"
+# The pod-group label of coscheduling, the chart's default gang.scheduler.
+GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+
+
+def to_yaml(*documents: Mapping[str, Any]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)

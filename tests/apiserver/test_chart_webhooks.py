@@ -19,17 +19,10 @@ import pytest
 from . import chart, objects
 from .cluster import METADATA_NAME_LABEL, LocalAPIServer, wait_until
 from .conftest import ChartDeployment, deploy_chart
+from .objects import GROUP_LABEL, MODE_LABEL
 
 # One server set per session, in one xdist worker (-n 2 --dist loadgroup).
 pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
-
-MODE_LABEL = "karta-admission.io/mode"
-GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
-
-
-def _apply(apiserver: LocalAPIServer, *documents: dict[str, Any]) -> tuple[int, str]:
-    result = apiserver.kubectl("apply", "-f", "-", stdin=objects.to_yaml(*documents))
-    return result.returncode, result.output
 
 
 def _broken(ns: str, name: str = "broken") -> dict[str, Any]:
@@ -75,10 +68,10 @@ def test_kube_system_and_the_webhooks_own_namespace_are_never_intercepted(
 ) -> None:
     apiserver.create_namespace("karta-admission")
     name = f"broken-{int(time.monotonic() * 1000) % 100000}"
-    code, output = _apply(apiserver, _broken(excluded, name))
+    code, output = apiserver.apply(_broken(excluded, name)).outcome
     assert code == 0, output
     cluster = objects.raycluster(f"{name}-c", excluded, replicas=1)
-    code, output = _apply(apiserver, cluster)
+    code, output = apiserver.apply(cluster).outcome
     assert code == 0, output
     uid = json.loads(apiserver.kubectl("get", "raycluster", "-n", excluded, f"{name}-c", "-o", "json").stdout)[
         "metadata"]["uid"]  # fmt: skip
@@ -88,7 +81,7 @@ def test_kube_system_and_the_webhooks_own_namespace_are_never_intercepted(
     assert GROUP_LABEL not in json.loads(result.stdout)["metadata"]["labels"]
     assert not [line for line in deployment.server.reviews() if f'"namespace":"{excluded}"' in line]
     # The same object anywhere else is denied.
-    code, output = _apply(apiserver, _broken(namespace(), name))
+    code, output = apiserver.apply(_broken(namespace(), name)).outcome
     assert code == 1
     assert "[replicas-within-bounds]" in output
 
@@ -97,7 +90,7 @@ def test_an_off_namespace_is_neither_validated_nor_mutated(
     apiserver: LocalAPIServer, deployment: ChartDeployment, namespace: Callable[..., str]
 ) -> None:
     ns = namespace(labels={MODE_LABEL: "off"})
-    code, output = _apply(apiserver, _broken(ns))
+    code, output = apiserver.apply(_broken(ns)).outcome
     assert code == 0, output
     pod = objects.ray_pod("p", ns, "c", "22222222-0000-4000-8000-000000000000")
     result = apiserver.kubectl("create", "-f", "-", "-o", "json", stdin=objects.to_yaml(pod))
@@ -112,7 +105,7 @@ def test_each_mode_label_reaches_its_own_path(
     paths = {}
     for mode in ("enforce", "audit", None):
         ns = namespace(labels={MODE_LABEL: mode} if mode else None)
-        _apply(apiserver, _broken(ns))
+        apiserver.apply(_broken(ns))
         [line] = [json.loads(x) for x in deployment.server.reviews() if f'"namespace":"{ns}"' in x]
         paths[mode] = (line["path"], line["verdict"])
     assert paths == {"enforce": ("/validate/enforce", "denied"), "audit": ("/validate/audit", "warned"),
@@ -126,7 +119,7 @@ def test_kinds_outside_the_rules_are_not_sent(
     ns = namespace()
     podgroup = {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
                 "metadata": {"name": "pg", "namespace": ns}, "spec": {"minMember": 3}}  # fmt: skip
-    code, output = _apply(apiserver, podgroup)
+    code, output = apiserver.apply(podgroup).outcome
     assert code == 0, output
     assert not [line for line in deployment.server.reviews() if f'"namespace":"{ns}"' in line]
 
@@ -141,11 +134,11 @@ def test_the_namespace_exclusion_needs_the_metadata_name_label(
     names = iter(range(1000))
 
     def denied_in_kube_system() -> str:
-        code, output = _apply(apiserver, _broken("kube-system", f"needs-label-{next(names)}"))
+        code, output = apiserver.apply(_broken("kube-system", f"needs-label-{next(names)}")).outcome
         return output if code == 1 else ""
 
     def admitted_in_kube_system() -> bool:
-        return _apply(apiserver, _broken("kube-system", f"needs-label-{next(names)}"))[0] == 0
+        return apiserver.apply(_broken("kube-system", f"needs-label-{next(names)}")).returncode == 0
 
     apiserver.label_namespace("kube-system", {METADATA_NAME_LABEL: None})
     try:

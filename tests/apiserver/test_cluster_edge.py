@@ -40,11 +40,6 @@ SAMPLES = ROOT / "docs" / "samples"
 RELEASE_NAMESPACE = chart.NAMESPACE
 
 
-def _apply(apiserver: LocalAPIServer, *documents: dict[str, Any]) -> tuple[int, str]:
-    result = apiserver.kubectl("apply", "-f", "-", stdin=objects.to_yaml(*documents))
-    return result.returncode, result.output
-
-
 def _get(apiserver: LocalAPIServer, *args: str) -> dict[str, Any]:
     result = apiserver.kubectl("get", *args, "-o", "json")
     assert result.returncode == 0, result.output
@@ -78,7 +73,7 @@ def test_a_karta_in_the_cluster_replaces_the_built_in_definition(
 
         assert verdict()[0] == 0  # built-in definition: 2 is within [0, 5]
         karta = _karta_max_one(name)
-        code, output = _apply(apiserver, karta)
+        code, output = apiserver.apply(karta).outcome
         assert code == 0, output
         try:
 
@@ -92,7 +87,7 @@ def test_a_karta_in_the_cluster_replaces_the_built_in_definition(
             broken = copy.deepcopy(karta)
             [worker] = [c for c in broken["spec"]["structureDefinition"]["childComponents"] if c["name"] == "worker"]
             worker["scaleDefinition"]["replicasPath"] = "$ENV.HOME"
-            code, output = _apply(apiserver, broken)
+            code, output = apiserver.apply(broken).outcome
             assert code == 0, output  # the CRD's schema accepts any string; the webhook refuses it
             wait_until(lambda: f"Karta '{name}' refused; its last good version keeps serving"
                        in deployed.server.log_text(), timeout=20, message="the refusal in the log")  # fmt: skip
@@ -174,7 +169,7 @@ def test_self_managed_certificates_through_the_api_server(
 
     def called_and_trusted() -> bool:
         """A broken RayService is denied by our webhook: the API server reached it over verified TLS."""
-        code, output = _apply(apiserver, objects.rayservice(f"b-{next(counter)}", ns, replicas=5, max_replicas=2))
+        code, output = apiserver.apply(objects.rayservice(f"b-{next(counter)}", ns, replicas=5, max_replicas=2)).outcome
         return code == 1 and "[replicas-within-bounds]" in output
 
     try:
@@ -270,7 +265,7 @@ def test_two_servers_elect_one_auditor_and_hand_over_on_stop(
 ) -> None:
     # The chart's Role allows the Lease in the release namespace only.
     lease_ns, ns = RELEASE_NAMESPACE, namespace()
-    code, output = _apply(apiserver, objects.raycluster("audited", ns, replicas=5, max_replicas=2))
+    code, output = apiserver.apply(objects.raycluster("audited", ns, replicas=5, max_replicas=2)).outcome
     assert code == 0, output  # no webhook configuration in this test: stored as is
     provided = {"secretName": "x", "caBundle": (tls_dir / "ca.crt").read_text()}
     rendered = chart.render(tmp_path / "helm", {
@@ -316,7 +311,7 @@ def test_two_servers_elect_one_auditor_and_hand_over_on_stop(
         assert _holder_pid(new_holder) in second.pids()
         assert takeover < 10, takeover  # well inside the 15 s lease: released, not expired
         # The new leader audits: fixing the object turns its report to pass.
-        code, output = _apply(apiserver, objects.raycluster("audited", ns, replicas=2, max_replicas=2))
+        code, output = apiserver.apply(objects.raycluster("audited", ns, replicas=2, max_replicas=2)).outcome
         assert code == 0, output
         wait_until(lambda: _reports(apiserver, ns)[0]["summary"]["fail"] == 0, timeout=30,
                    message="the report updated by the new leader")  # fmt: skip
@@ -330,14 +325,14 @@ def test_audit_command_and_policy_reports(apiserver: LocalAPIServer, namespace: 
     broken = objects.rayservice("broken", ns, replicas=5, max_replicas=2)
     warned = objects.raycluster("gpu-head", ns, head_gpus=1)
     fine = objects.rayjob("fine", ns)
-    code, output = _apply(apiserver, broken, warned, fine)
+    code, output = apiserver.apply(broken, warned, fine).outcome
     assert code == 0, output
     service = _get(apiserver, "rayservice", "-n", ns, "broken")
     # A RayCluster controlled by the RayService (as KubeRay creates it) is checked through its owner.
     child = objects.raycluster("broken-child", ns, replicas=5, max_replicas=2)
     child["metadata"]["ownerReferences"] = [{"apiVersion": "ray.io/v1", "kind": "RayService", "name": "broken",
                                              "uid": service["metadata"]["uid"], "controller": True}]  # fmt: skip
-    code, output = _apply(apiserver, child)
+    code, output = apiserver.apply(child).outcome
     assert code == 0, output
 
     text = run_cli(apiserver, "audit", "-n", ns)
@@ -373,7 +368,7 @@ def test_audit_command_and_policy_reports(apiserver: LocalAPIServer, namespace: 
     # A second run changes nothing; fixing and deleting objects update and remove their reports.
     again = run_cli(apiserver, "audit", "-n", ns, "--policy-reports")
     assert "PolicyReports: 0 created, 0 updated, 3 unchanged, 0 stale deleted" in again.stderr
-    code, output = _apply(apiserver, objects.rayservice("broken", ns, replicas=2, max_replicas=2))
+    code, output = apiserver.apply(objects.rayservice("broken", ns, replicas=2, max_replicas=2)).outcome
     assert code == 0, output
     assert apiserver.kubectl("delete", "rayjob", "-n", ns, "fine").returncode == 0
     last = run_cli(apiserver, "audit", "-n", ns, "--policy-reports")

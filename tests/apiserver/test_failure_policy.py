@@ -13,24 +13,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from . import chart, objects
 from .cluster import MATCH_CONDITIONS_SINCE, LocalAPIServer, wait_until
 from .conftest import WebhookConfigurations, deploy_chart
+from .objects import GROUP_LABEL, MODE_LABEL
 
 # One server set per session, in one xdist worker (-n 2 --dist loadgroup).
 pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
-
-MODE_LABEL = "karta-admission.io/mode"
-GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
-
-
-def _apply(apiserver: LocalAPIServer, *documents: dict[str, Any]) -> tuple[int, str]:
-    result = apiserver.kubectl("apply", "-f", "-", stdin=objects.to_yaml(*documents))
-    return result.returncode, result.output
 
 
 @contextlib.contextmanager
@@ -91,7 +83,7 @@ def test_webhook_down_fails_closed_only_where_the_chart_says_fail(
         )
         for ns, fails in ((unlabelled, global_mode == "enforce"), (enforce, True), (audit, False)):
             good = objects.raycluster("good", ns)
-            code, output = _apply(apiserver, good)
+            code, output = apiserver.apply(good).outcome
             if fails:
                 assert code == 1, output
                 assert "failed calling webhook" in output and "connection refused" in output
@@ -125,7 +117,7 @@ def test_a_hung_webhook_times_out_after_the_charts_timeouts(
             deadline = time.monotonic() + 30
             while True:
                 started = time.monotonic()
-                code, output = _apply(apiserver, objects.raycluster(f"slow-{int(started)}", ns))
+                code, output = apiserver.apply(objects.raycluster(f"slow-{int(started)}", ns)).outcome
                 elapsed = time.monotonic() - started
                 if code == 1 or time.monotonic() > deadline:
                     break
@@ -162,7 +154,7 @@ def test_a_failed_install_blocks_no_one(
     try:
         installed.apply(configurations, witness=None)
         for ns in (namespace(), namespace(labels={MODE_LABEL: "enforce"})):
-            code, output = _apply(apiserver, objects.raycluster("unblocked", ns))
+            code, output = apiserver.apply(objects.raycluster("unblocked", ns)).outcome
             assert code == 0, output
         assert set(_live_policies(apiserver).values()) == {"Ignore"}
     finally:

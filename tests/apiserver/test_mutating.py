@@ -19,11 +19,11 @@ import pytest
 from . import objects
 from .cluster import MATCH_CONDITIONS_SINCE, NO_MATCH_CONDITIONS, LocalAPIServer, wait_until
 from .conftest import ChartDeployment, deploy_chart
+from .objects import GROUP_LABEL
 
 # One server set per session, in one xdist worker (-n 2 --dist loadgroup).
 pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
 
-GROUP_LABEL = "scheduling.x-k8s.io/pod-group"  # coscheduling, the chart's default gang.scheduler
 SIZE_ANNOTATION = "karta-admission.io/pod-group-size"
 
 

@@ -20,12 +20,12 @@ from tests.corpus import ray_objects
 from . import objects
 from .cluster import CEL_IN_CRDS_SINCE, NO_CRD_CEL, APIError, LocalAPIServer, wait_until
 from .conftest import ChartDeployment, deploy_chart, wait_validated
+from .objects import MODE_LABEL
 from .product import run_cli
 
 # One server set per session, in one xdist worker (-n 2 --dist loadgroup).
 pytestmark = [pytest.mark.apiserver, pytest.mark.xdist_group("apiserver")]
 
-MODE_LABEL = "karta-admission.io/mode"
 # One HTTP Warning header per webhook warning: 299 - "[rule-id] path: message"
 WARNING_RULE = re.compile(r'299 - "\[([a-z0-9-]+)\]')
 
@@ -39,7 +39,7 @@ def deployment(
 
 
 def _apply(apiserver: LocalAPIServer, *documents: dict[str, Any], extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
-    result = apiserver.kubectl("apply", *extra, "-f", "-", stdin=objects.to_yaml(*documents))
+    result = apiserver.apply(*documents, extra=extra)
     return result.returncode, result.stdout, result.stderr
 
 
