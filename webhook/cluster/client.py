@@ -126,7 +126,7 @@ class Resource:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+        return self.gvk.api_version
 
     @property
     def gvk(self) -> GVK:

@@ -139,9 +139,12 @@ class PathBatch:
             jqcompile.compile_native(e) if simple is None else None
             for e, simple in zip(self.expressions, self._simple, strict=True)
         ]
-        if any(c is not None for c in self._compiled):
-            # libjq still judges the syntax: the subset's parser is not meant to accept what it refuses.
-            compile_program(SANDBOX_PRELUDE + "[" + ", ".join(f"({e})" for e in self.compiled_expressions) + "]")
+        # libjq still judges the syntax: the subset's parser is not meant to accept what it refuses.
+        # The same check definition validation ran, so it is answered from compile_program's cache.
+        for expression in self.compiled_expressions:
+            error = compile_error(expression)
+            if error is not None:
+                raise ValueError(error)
         self._complex = [
             i for i, (simple, compiled) in enumerate(zip(self._simple, self._compiled, strict=True))
             if simple is None and compiled is None

@@ -86,8 +86,9 @@ def ray_group_name_pod_name(ctx: RuleContext) -> Iterator[Finding]:
         return
     for group in cluster.workers():
         name = group.name or ""
-        bad = sorted(set(_POD_NAME_CHARS.sub("", name.lower()))) if _POD_NAME_CHARS.sub("", name) else []
-        if bad:
+        leftover = _POD_NAME_CHARS.sub("", name.lower())
+        if leftover:
+            bad = sorted(set(leftover))
             yield Finding(
                 (*group.path, "groupName"),
                 f"{group.label}: pod names <cluster>-{name.lower()}-worker-xxxxx cannot hold "

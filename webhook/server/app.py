@@ -100,9 +100,7 @@ def _answer(
         metrics.INTERNAL_ERRORS.labels(path).inc()
         log.exception("internal error answering a review", extra={"fields": {"uid": review.uid, "path": path}})
         return _json(error_response(review, not fail_closed(), f"internal error ({type(exc).__name__})"))
-    # Kinds with a definition (they can change) and Pod get their own metric label.
-    kinds = state.admission.evaluator.definitions.kind_names | {"Pod"}
-    _record(path, review, outcome, time.perf_counter() - started, kinds)
+    _record(path, review, outcome, time.perf_counter() - started, state.admission.evaluator.definitions.kind_names)
     return _json(outcome.response)
 
 
@@ -164,8 +162,9 @@ def create_app(state: ServerState) -> Flask:
     return app
 
 
-def _record(path: str, review: Review, outcome: Outcome, elapsed: float, kinds: AbstractSet[str]) -> None:
-    kind = metrics.closed(outcome.kind, kinds)
+def _record(path: str, review: Review, outcome: Outcome, elapsed: float, defined_kinds: AbstractSet[str]) -> None:
+    # Kinds with a definition (they can change) and Pod get their own metric label.
+    kind = outcome.kind if outcome.kind == "Pod" else metrics.closed(outcome.kind, defined_kinds)
     operation = metrics.closed(outcome.operation, metrics.OPERATIONS)
     metrics.labelled(metrics.REQUESTS, path, kind, operation, outcome.verdict, outcome.mode).inc()
     metrics.labelled(metrics.LATENCY, path).observe(elapsed)
