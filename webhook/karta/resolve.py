@@ -20,9 +20,9 @@ from webhook.karta.model import GVK, Component, KartaDefinition
 PathParts = tuple[str | int, ...]
 _INT32_MAX = 2**31 - 1
 
-# Scale, PodView and Instance are built for every instance of every review, and a frozen dataclass
-# takes three times as long to build: they are plain slotted dataclasses that nothing assigns to
-# after resolution builds them.
+# Scale, PodView, Instance and the resolved component and workload are built for every review, and a
+# frozen dataclass takes three times as long to build: they are plain slotted dataclasses that nothing
+# assigns to after resolution builds them.
 
 
 @dataclass(slots=True)
@@ -74,7 +74,7 @@ class Instance:
         return self.scale_locations.get(scale_field, self.location)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResolvedComponent:
     component: Component
     instances: tuple[Instance, ...]
@@ -86,13 +86,18 @@ class ResolvedComponent:
         return {i.id: i for i in self.instances}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResolvedWorkload:
     definition: KartaDefinition
     obj: Mapping[str, Any]
     components: Mapping[str, ResolvedComponent]
     autoscaling: bool
     errors: tuple[str, ...] = field(default=())
+    # Every instance of every component, in component order: several rules walk them all.
+    _instances: tuple[Instance, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._instances = tuple(i for rc in self.components.values() for i in rc.instances)
 
     @property
     def kind(self) -> str:
@@ -113,8 +118,8 @@ class ResolvedWorkload:
             out.extend(f"component '{rc.component.name}': {e}" for e in rc.errors)
         return out
 
-    def instances(self) -> list[Instance]:
-        return [i for rc in self.components.values() for i in rc.instances]
+    def instances(self) -> tuple[Instance, ...]:
+        return self._instances
 
     def subtree_scale(self, component_name: str, instance_id: str | None = None) -> int:
         """Karta's CalculateSubtreeScale: the gang size (minMember) of a component's subtree."""
@@ -189,6 +194,14 @@ class WorkloadResolver:
             add(c.name, "suspended", definition.hints.for_component(c.name).suspended_path)
         add("", "autoscaling", definition.hints.autoscaling_path)
         self._batch = PathBatch(expressions)
+        # A component without paths (no ids, pod spec, scale or hints: a RayService's RayCluster) resolves
+        # the same for every object: resolved once here and shared, as nothing assigns to resolutions.
+        with_paths = {component for component, _ in self._slots}
+        self._fixed = {
+            c.name: _resolve_component(c, lambda component, role: None, {})
+            for c in definition.components
+            if c.name not in with_paths
+        }
 
     def resolve(self, obj: Mapping[str, Any]) -> ResolvedWorkload:
         errors: list[str] = []
@@ -201,7 +214,10 @@ class WorkloadResolver:
             index = self._slots.get((component, role))
             return outcomes[index] if index is not None else None
 
-        components = {c.name: _resolve_component(c, outcome, obj) for c in self.definition.components}
+        fixed = self._fixed
+        components = {
+            c.name: fixed.get(c.name) or _resolve_component(c, outcome, obj) for c in self.definition.components
+        }
         autoscaling = False
         auto = outcome("", "autoscaling")
         if auto is not None:
