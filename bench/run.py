@@ -35,7 +35,7 @@ import gunicorn
 import orjson
 import requests
 
-from bench.bodies import bodies, rayservice, templates
+from bench.bodies import bodies, fill, rayservice, templates
 from tests.e2e.server import memory_kb, worker_pids
 from tests.e2e.tls_helpers import free_port
 from tests.e2e.tls_helpers import run_hey as hey
@@ -78,6 +78,10 @@ class Scenario:
     baseline: dict[str, Measurement] = field(default_factory=dict)
     ratio: dict[str, float] = field(default_factory=dict)  # median of paired server/baseline throughputs
     peak_rss_mb: float = 0.0
+    # The server's own time per review under load, bodies varying (its latency histogram: body read
+    # to answer built), against the same review in process: what a worker's cold caches add.
+    server_review_us: float = 0.0
+    in_process_review_us: float = 0.0
 
 
 def _ms(value: str, unit: str) -> float:
@@ -135,6 +139,27 @@ def server(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
             process.wait(30)
 
 
+def review_seconds(url: str) -> tuple[float, float]:
+    """The server's latency histogram for this review path: (sum of seconds, count), all workers."""
+    base, _, path = url.partition("://")[2].partition("/")
+    text = requests.get(f"https://{base}/metrics", verify=False, timeout=10).text
+    totals = []
+    for part in ("sum", "count"):
+        pattern = rf'^karta_admission_request_duration_seconds_{part}\{{path="/{re.escape(path)}"\}} (\S+)$'
+        totals.append(sum(float(v) for v in re.findall(pattern, text, re.M)))
+    return totals[0], totals[1]
+
+
+def timed_server_run(url: str, run: Callable[[], Measurement], seen: list[float]) -> Measurement:
+    """A server run, noting the server's own mean time per review during it."""
+    before = review_seconds(url)
+    measurement = run()
+    after = review_seconds(url)
+    if after[1] > before[1]:
+        seen.append((after[0] - before[0]) / (after[1] - before[1]) * 1e6)
+    return measurement
+
+
 def warm_up(url: str, body: Path) -> None:
     """Every worker compiles its jq programs and fills its caches before anything is timed."""
     subprocess.run(["hey", "-n", "200", "-c", "4", "-m", "POST", "-T", "application/json", "-D", str(body), url],
@@ -160,12 +185,17 @@ def compare(scenario: Scenario, baseline_url: str, server_url: str, files: tuple
     warm_up(server_url, body)
     baseline_runs = load_runs(baseline_url, body, template, single=single)
     server_runs = load_runs(server_url, body, template, single=single)
+    server_us: list[float] = []
+    varying = server_runs[VARYING]
+    server_runs[VARYING] = lambda: timed_server_run(server_url, varying, server_us)
     for tool in server_runs:
         print(f"  {scenario.name} [{tool}]: {REPEATS} x 2 x {SECONDS} s", file=sys.stderr, flush=True)
         pairs = [(baseline_runs[tool](), server_runs[tool]()) for _ in range(REPEATS)]
         scenario.baseline[tool] = median_by_rps([b for b, _ in pairs])
         scenario.server[tool] = median_by_rps([s for _, s in pairs])
         scenario.ratio[tool] = statistics.median(s.rps / b.rps for b, s in pairs)
+    scenario.server_review_us = statistics.median(server_us) if server_us else 0.0
+    scenario.in_process_review_us = in_process_review(template, SCENARIOS[scenario.name])
 
 
 def median_by_rps(runs: list[Measurement]) -> Measurement:
@@ -199,6 +229,22 @@ def in_process_scaling(*, remembered: bool) -> list[tuple[int, float]]:
             samples.append((time.perf_counter() - started) / rounds * 1e6)
         points.append((groups, min(samples)))
     return points
+
+
+def in_process_review(template: Path, path: str) -> float:
+    """Microseconds per review in process, bodies varying as the wrk script varies them (caches warm)."""
+    admission = Admission.for_config(parse_config({}, "bench"), DefinitionSet.builtin())
+    handle = admission.mutate if path == "/mutate" else admission.validate
+    sent = [fill(template.read_bytes(), n) for n in range(500)]
+    for body in sent[:50]:
+        handle(parse_review(orjson.loads(body)))
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for body in sent:
+            orjson.dumps(handle(parse_review(orjson.loads(body))).response)
+        best = min(best, (time.perf_counter() - started) / len(sent) * 1e6)
+    return best
 
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float, float]:
@@ -316,6 +362,11 @@ def report(
             print(f"{scenario.name:<22}{tool:<17}{m.rps:>11,.0f}{m.p50_ms:>9.2f}{m.p90_ms:>9.2f}{m.p99_ms:>9.2f}"
                   f"{m.errors:>8}{base.rps:>12,.0f}{scenario.ratio[tool]:>8.0%}{base.p99_ms:>10.2f}")  # fmt: skip
     print(f"\npeak RSS per worker: {max(s.peak_rss_mb for s in results.values()):.0f} MB")
+    print("\ntime per review, bodies varying: the server's own (its latency histogram, body read to answer built,")
+    print(f"{CONNECTIONS} connections) against the same reviews in process with warm caches:")
+    for scenario in results.values():
+        server_us, in_process_us = scenario.server_review_us, scenario.in_process_review_us
+        print(f"  {scenario.name:<22}{server_us:>8,.0f} µs in the server{in_process_us:>8,.0f} µs in process")
     print("\nin-process cost per /validate review by worker groups: "
           + ", ".join(f"{g}: {us:,.0f} µs" for g, us in scaling))  # fmt: skip
     print("  ... when the scale fields were seen before (libjq output remembered): "
