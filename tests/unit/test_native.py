@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.gojq import GOJQ, as_float64, gojq
 from webhook.karta import native
 from webhook.karta.jqengine import PathBatch, document_json
 
@@ -53,7 +54,12 @@ def test_native_paths_match_libjq(expression: str, document: Any) -> None:
     except native.NativeError:
         assert status == "error", (expression, document, values)
         return
-    assert status == "ok", (expression, document)
+    if status == "error":
+        # libjq refuses to index a string by number; gojq, Karta's jq, gives its character.
+        if GOJQ is None:
+            pytest.skip("gojq judges this case: it is installed by `make tools`")
+        assert gojq(expression, [document]) == [(True, as_float64(got_values))], (expression, document)
+        return
     assert json.loads(json.dumps(got_values)) == values
     assert [list(p) for p in got_paths or []] == paths
 

@@ -8,21 +8,25 @@ array construction, `|`, `,`, `//`, `and`/`or`, comparisons, arithmetic, unary m
 without `catch`, `def` with filter parameters (no recursion) and a few builtins. Anything else
 (refused by jqparse, or a builtin not compiled here) compiles to None and stays on libjq.
 
-Semantics follow the libjq the webhook links (the oracle of tests/unit/test_jqcompile.py): jq values
-are generators, binary operators loop over the right operand's outputs outside the left's, `//`
-passes errors of its left side on, a `?` after an index or iteration step drops that step's errors
-per value while `?` after any other term (and `try`) ends the stream at the first error. Where a value
-makes exact agreement uncertain (integers beyond 2^53, where libjq switches between exact literals and
-doubles; `tostring` of a float, whose text depends on the literal; merged objects, whose key order
-libjq keeps), evaluation raises NotNative and the caller asks libjq instead.
+Semantics are Karta's, that is gojq's (the oracle of tests/unit/test_gojq_oracle.py), and libjq's
+where the two agree (the oracle of tests/unit/test_jqcompile.py): jq values are generators, binary
+operators loop over the right operand's outputs outside the left's, `//` passes errors of its left
+side on, a `?` after an index or iteration step drops that step's errors per value while `?` after
+any other term (and `try`) ends the stream at the first error. Where gojq and libjq differ, gojq wins:
+a string indexed by a number gives its character, and `tostring` writes numbers as gojq writes the
+float64 Karta holds ("1" for 1.0). Where a value makes exact agreement uncertain (integers beyond
+2^53, where libjq switches between exact literals and doubles; merged objects, whose key order libjq
+keeps), evaluation raises NotNative and the caller asks libjq instead.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from webhook.karta.jqparse import (
@@ -179,7 +183,8 @@ def _string_index(key: str) -> Single:
 
 def _number_index(position: int) -> Single:
     def get(value: Any) -> Any:
-        if type(value) is list:
+        # gojq (Karta's runner) indexes a string by character, as a list; libjq refuses to.
+        if type(value) is list or type(value) is str:
             return value[position] if -len(value) <= position < len(value) else None
         if value is None:
             return None
@@ -477,19 +482,41 @@ def _add(value: Any) -> Any:
 def _tostring(value: Any) -> str:
     if type(value) is str:
         return value
-    if _has_float(value):
-        raise NotNative("tostring of a float")  # libjq prints the literal's own text when it has one
+    return _gojq_text(value)
+
+
+def _gojq_text(value: Any) -> str:
+    """JSON text as gojq writes it: keys sorted, numbers as the float64 Karta decoded them to."""
+    kind = type(value)
+    if kind is float or (kind is int and abs(value) > SAFE_INTEGER):
+        return go_float_text(float(value))
+    if kind is list:
+        return "[" + ",".join(_gojq_text(v) for v in value) + "]"
+    if kind is dict:
+        return "{" + ",".join(f"{_gojq_string(k)}:{_gojq_text(value[k])}" for k in sorted(value)) + "}"
+    if kind is str:
+        return _gojq_string(value)
     return _json_text(value)
 
 
-def _has_float(value: Any) -> bool:
-    if type(value) is float:
-        return True
-    if type(value) is list:
-        return any(_has_float(v) for v in value)
-    if type(value) is dict:
-        return any(_has_float(v) for v in value.values())
-    return False
+def _gojq_string(text: str) -> str:
+    # gojq escapes what encoding/json escapes, and DEL as well (encoder.go encodeString).
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def go_float_text(number: float) -> str:
+    """gojq's text for a float64 (encoder.go encodeFloat64): the shortest digits that read back the
+    same, in fixed notation unless below 1e-6 or from 1e21 on, a one-digit negative exponent unpadded."""
+    if math.isnan(number):
+        return "null"
+    number = max(-sys.float_info.max, min(sys.float_info.max, number))
+    magnitude = abs(number)
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        mantissa, _, exponent = repr(number).partition("e")  # Python's repr is exponential here too
+        digits = exponent[1:].lstrip("0")
+        return f"{mantissa}e{exponent[0]}{digits.rjust(2, '0') if exponent[0] == '+' else digits}"
+    text = format(Decimal(repr(number)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _tonumber(value: Any) -> Any:

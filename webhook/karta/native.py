@@ -139,7 +139,8 @@ def _field(name: str, values: list[Any], locations: list[Location]) -> tuple[lis
 def _index(position: int, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
     found = []
     for value in values:
-        if isinstance(value, list):
+        # gojq (Karta's runner) indexes a string by character, as a list; libjq refuses to.
+        if isinstance(value, list | str):
             found.append(value[position] if -len(value) <= position < len(value) else None)
         elif value is None:
             found.append(None)
