@@ -46,7 +46,7 @@ from webhook.karta.jqparse import (
     inline,
     parse,
 )
-from webhook.karta.native import NativeError, json_type_name
+from webhook.karta.native import NativeError, element, json_type_name
 
 SAFE_INTEGER = 2**53
 # Beyond this, libjq prints an integral double in exponent form: keep it a float.
@@ -182,15 +182,7 @@ def _string_index(key: str) -> Single:
 
 
 def _number_index(position: int) -> Single:
-    def get(value: Any) -> Any:
-        # gojq (Karta's runner) indexes a string by character, as a list; libjq refuses to.
-        if type(value) is list or type(value) is str:
-            return value[position] if -len(value) <= position < len(value) else None
-        if value is None:
-            return None
-        raise NativeError(f"Cannot index {json_type_name(value)} with number")
-
-    return get
+    return lambda value: element(value, position)
 
 
 def _iterate(target: Filter, optional: bool) -> Filter:

@@ -137,16 +137,17 @@ def _field(name: str, values: list[Any], locations: list[Location]) -> tuple[lis
 
 
 def _index(position: int, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
-    found = []
-    for value in values:
-        # gojq (Karta's runner) indexes a string by character, as a list; libjq refuses to.
-        if isinstance(value, list | str):
-            found.append(value[position] if -len(value) <= position < len(value) else None)
-        elif value is None:
-            found.append(None)
-        else:
-            raise NativeError(f"Cannot index {json_type_name(value)} with number")
-    return found, [(*location, position) for location in locations]
+    return [element(value, position) for value in values], [(*location, position) for location in locations]
+
+
+def element(value: Any, position: int) -> Any:
+    """`.[position]` on one value (the compiled paths use it too)."""
+    # gojq (Karta's runner) indexes a string by character, as a list; libjq refuses to.
+    if type(value) is list or type(value) is str:
+        return value[position] if -len(value) <= position < len(value) else None
+    if value is None:
+        return None
+    raise NativeError(f"Cannot index {json_type_name(value)} with number")
 
 
 def _iterate(optional: bool, values: list[Any], locations: list[Location]) -> tuple[list[Any], list[Location]]:
